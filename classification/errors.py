@@ -1,0 +1,30 @@
+"""One exception type for every mistake a user can make, and the guard that reports it.
+
+Entry points wrap their ``main`` with :func:`report_user_errors`: a :class:`UserInputError` becomes one
+line on stderr and exit status 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class UserInputError(ValueError):
+    """Bad input the user can fix: the message names the file/key/value and what to do."""
+
+
+def report_user_errors(main: F) -> F:
+    """Decorator for CLI ``main`` functions: print a :class:`UserInputError` as one sentence and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,93 @@
+"""Dataset locations from ``config_paths.yaml`` (shared by classification and segmentation).
+
+The file maps the keys in :data:`DATASET_KEYS` to folders. Relative paths resolve against the YAML's
+own folder. ``--config PATH`` (see :func:`add_config_argument`) or the ``SYMPIE_CONFIG`` environment
+variable select another file. Values that still hold the shipped ``/path/to/...`` placeholder count as
+unset: a command that needs one stops with a sentence naming the key and the file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import yaml
+
+from classification.errors import UserInputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config_paths.yaml"
+ENV_VAR = "SYMPIE_CONFIG"
+PLACEHOLDER_PREFIX = "/path/to"
+DATASET_KEYS = (
+    "imagenet",
+    "imagenetc",
+    "imagenetc-bar",
+    "imagenetc-mixed",
+    "vizwiz",
+    "cityscapes",
+    "acdc",
+    "darkzurich",
+)
+
+
+def config_file(config: str | os.PathLike | None = None) -> Path:
+    """The YAML in force: ``config`` if given, else ``$SYMPIE_CONFIG``, else the repository's own."""
+    chosen = config or os.environ.get(ENV_VAR) or DEFAULT_CONFIG
+    return Path(chosen).expanduser().resolve()
+
+
+def load_paths(config: str | os.PathLike | None = None) -> dict[str, Path | None]:
+    """Every key of the YAML as an absolute path; placeholders and empty values become ``None``."""
+    path = config_file(config)
+    if not path.is_file():
+        raise UserInputError(f"config file {path} does not exist; pass --config PATH or set {ENV_VAR}.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserInputError(f"config file {path} is not valid YAML ({err}); fix it or pass --config.") from None
+    if not isinstance(raw, dict):
+        raise UserInputError(f"config file {path} must map dataset keys to paths, e.g. 'imagenet: /data/train'.")
+    resolved: dict[str, Path | None] = {}
+    for key, value in raw.items():
+        if value is None or str(value).strip() == "" or str(value).startswith(PLACEHOLDER_PREFIX):
+            resolved[str(key)] = None
+            continue
+        p = Path(str(value)).expanduser()
+        resolved[str(key)] = p if p.is_absolute() else (path.parent / p).resolve()
+    return resolved
+
+
+def dataset_path(key: str, config: str | os.PathLike | None = None, override: str | os.PathLike | None = None,
+                 must_exist: bool = True) -> Path:
+    """Folder of dataset ``key``; ``override`` (a command-line flag) wins over the YAML."""
+    if override:
+        path = Path(override).expanduser().resolve()
+        source = "the command line"
+    else:
+        paths = load_paths(config)
+        if key not in paths:
+            raise UserInputError(f"key '{key}' is missing from {config_file(config)}; add '{key}: /your/path'.")
+        if paths[key] is None:
+            raise UserInputError(
+                f"key '{key}' in {config_file(config)} is not set (placeholder or empty); "
+                f"put the dataset folder there (layouts: data/README.md).")
+        path = paths[key]
+        source = f"key '{key}' of {config_file(config)}"
+    if must_exist and not path.exists():
+        raise UserInputError(f"{path} (from {source}) does not exist; fix the path or download the dataset.")
+    return path
+
+
+def configured(key: str, config: str | os.PathLike | None = None) -> Path | None:
+    """The folder of ``key`` if it is set and exists, else ``None`` (for optional steps)."""
+    try:
+        return dataset_path(key, config)
+    except UserInputError:
+        return None
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """``--config PATH``: the dataset YAML (default ``$SYMPIE_CONFIG`` or the repository's)."""
+    parser.add_argument("--config", default=None,
+                        help=f"dataset paths YAML (default: ${ENV_VAR} or {DEFAULT_CONFIG.name} in the repository)")
