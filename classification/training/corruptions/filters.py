@@ -1,0 +1,188 @@
+"""Batched image filters shared by the corruption implementations.
+
+Every function takes a float tensor (B,C,H,W) on any device and returns a tensor of the same dtype
+and device. Borders are named as follows:
+
+- ``"replicate"``: edge pixels are repeated (``aaa|abcd|ddd``);
+- ``"reflect"``: reflection about the edge pixel, the edge is not repeated (``dcb|abcd|cba``,
+  torch's ``'reflect'``, OpenCV's ``BORDER_REFLECT_101``);
+- ``"symmetric"``: half-sample reflection, the edge is repeated (``cba|abcd|dcb``, SciPy's
+  ``'reflect'``).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+BORDERS = ("replicate", "reflect", "symmetric")
+
+# Up to this many taps a 1-D filter is a sum of shifted slices; above, a dense (n x n) matrix product.
+_MAX_TAPS_SHIFTED = 31
+
+
+def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
+    """Source index (in ``0..n-1``) of every position ``-before .. n+after-1`` under ``border``.
+
+    Works for paddings larger than ``n`` (the reflections repeat periodically).
+    """
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    i = torch.arange(-before, n + after)
+    if border == "replicate" or n == 1:
+        return i.clamp(0, n - 1)
+    if border == "reflect":
+        period = 2 * n - 2
+        i = i.remainder(period)
+        return torch.where(i >= n, period - i, i)
+    period = 2 * n
+    i = i.remainder(period)
+    return torch.where(i >= n, period - 1 - i, i)
+
+
+def pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, border: str) -> torch.Tensor:
+    """Pad the last two dimensions of ``x`` with ``border`` (any padding size)."""
+    rows = border_index(x.shape[-2], top, bottom, border).to(x.device)
+    cols = border_index(x.shape[-1], left, right, border).to(x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def gaussian_kernel1d(sigma: float, radius: int) -> torch.Tensor:
+    """Normalised ``exp(-i^2 / (2 sigma^2))`` for ``i = -radius..radius`` (float64)."""
+    i = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (i / sigma) ** 2)
+    return k / k.sum()
+
+
+@lru_cache(maxsize=64)
+def _filter_matrix(n: int, kernel: tuple[float, ...], border: str) -> torch.Tensor:
+    """The (n, n) matrix of a centred 1-D correlation with ``kernel`` under ``border`` (float64, CPU)."""
+    radius = len(kernel) // 2
+    source = border_index(n, radius, radius, border)
+    taps = torch.arange(len(kernel))
+    rows = torch.arange(n)[:, None].expand(n, len(kernel))
+    cols = source[rows + taps]
+    weights = torch.tensor(kernel, dtype=torch.float64).expand(n, len(kernel))
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    matrix.index_put_((rows.reshape(-1), cols.reshape(-1)), weights.reshape(-1), accumulate=True)
+    return matrix
+
+
+def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, border: str) -> torch.Tensor:
+    """Centred 1-D correlation of ``x`` with an odd-length ``kernel`` along ``dim`` (-1 or -2)."""
+    n = x.shape[dim]
+    taps = kernel.numel()
+    radius = taps // 2
+    if taps <= _MAX_TAPS_SHIFTED:
+        index = border_index(n, radius, radius, border).to(x.device)
+        padded = x.index_select(dim, index)
+        weights = kernel.tolist()
+        out = padded.narrow(dim, 0, n) * weights[0]
+        for t in range(1, taps):
+            out.add_(padded.narrow(dim, t, n), alpha=weights[t])
+        return out
+    matrix = _filter_matrix(n, tuple(kernel.tolist()), border).to(x.device, x.dtype)
+    if dim in (-1, x.dim() - 1):
+        return x @ matrix.T
+    return matrix @ x
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, border: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian of every channel of ``x`` (B,C,H,W), radius ``int(truncate*sigma + 0.5)``."""
+    radius = int(truncate * sigma + 0.5)
+    if radius == 0:
+        return x.clone()
+    kernel = gaussian_kernel1d(sigma, radius)
+    return correlate1d(correlate1d(x, kernel, -1, border), kernel, -2, border)
+
+
+def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's one-sided motion blur of each image of ``x`` (B,C,H,W) along its own angle.
+
+    ``2*radius+1`` taps, tap ``i`` weighted ``exp(-i^2 / (2 sigma^2))`` (normalised) and sampling the
+    image at the whole-pixel offset ``(ceil(i*cos(a) - 0.5), ceil(i*sin(a) - 0.5))`` (x, y); pixels
+    outside the image repeat the edge.
+    """
+    b, c, h, w = x.shape
+    width = 2 * radius + 1
+    taps = torch.arange(width, dtype=torch.float64)
+    weights = torch.exp(-(taps**2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).tolist()
+    angles = torch.deg2rad(angles_deg.detach().to("cpu", torch.float64)).reshape(b, 1)
+    dx = torch.ceil(taps * torch.cos(angles) - 0.5).long()  # (B, width)
+    dy = torch.ceil(taps * torch.sin(angles) - 0.5).long()
+    margin = width - 1
+    padded = pad(x, margin, margin, margin, margin, "replicate")
+    wp = w + 2 * margin
+    flat = padded.reshape(b, c, -1)
+    rows = torch.arange(margin, margin + h, device=x.device)
+    cols = torch.arange(margin, margin + w, device=x.device)
+    base = (rows[:, None] * wp + cols[None, :]).reshape(1, 1, -1)
+    shifts = (dy * wp + dx).to(x.device)  # (B, width)
+    out = torch.zeros(b, c, h * w, dtype=x.dtype, device=x.device)
+    for t in range(width):
+        index = (base + shifts[:, t].reshape(b, 1, 1)).expand(b, c, h * w)
+        out.add_(flat.gather(2, index), alpha=weights[t])
+    return out.reshape(b, c, h, w)
+
+
+def _zoom_axis(x: torch.Tensor, zoom: float, dim: int) -> torch.Tensor:
+    """One axis of :func:`clipped_zoom`: centre crop, corner-aligned linear upscale, centre trim."""
+    n = x.shape[dim]
+    side = math.ceil(n / zoom)
+    top = (n - side) // 2
+    size = round(side * zoom)
+    trim = (size - n) // 2
+    out_pos = torch.arange(trim, trim + n, dtype=torch.float64)
+    src = out_pos * ((side - 1) / (size - 1)) if size > 1 else torch.zeros(n, dtype=torch.float64)
+    lo = src.floor().clamp(0, side - 1)
+    frac = (src - lo).to(x.dtype)
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=side - 1)
+    a = x.index_select(dim, (lo + top).to(x.device))
+    b = x.index_select(dim, (hi + top).to(x.device))
+    shape = [1] * x.dim()
+    shape[dim] = n
+    return torch.lerp(a, b, frac.to(x.device).reshape(shape))
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """ImageNet-C's ``clipped_zoom`` of (B,C,H,W): zoom in by ``zoom`` about the centre, same size.
+
+    Per axis of length ``n``: centre crop of ``ceil(n/zoom)`` (start ``(n-side)//2``), linear resize
+    with corner alignment to ``round(side*zoom)``, centre trim back to ``n`` (start ``(size-n)//2``).
+    """
+    return _zoom_axis(_zoom_axis(x, zoom, x.dim() - 2), zoom, x.dim() - 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """Hexcone HSV of RGB ``x`` (..., 3, H, W) in [0,1]; hue in [0,1), zero where the pixel is grey."""
+    r, g, b = x.unbind(-3)
+    value, _ = x.max(dim=-3)
+    delta = value - x.min(dim=-3).values
+    safe_delta = torch.where(delta > 0, delta, torch.ones_like(delta))
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    hue = torch.where(
+        b == value,
+        4.0 + (r - g) / safe_delta,
+        torch.where(g == value, 2.0 + (b - r) / safe_delta, (g - b) / safe_delta),
+    )
+    hue = torch.where(delta > 0, (hue / 6.0).remainder(1.0), torch.zeros_like(hue))
+    return torch.stack((hue, saturation, value), dim=-3)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv` for (..., 3, H, W) with hue in [0,1]."""
+    hue, saturation, value = x.unbind(-3)
+    h6 = hue * 6.0
+    sector = h6.floor()
+    f = h6 - sector
+    sector = sector.long().remainder(6)
+    p = value * (1.0 - saturation)
+    q = value * (1.0 - f * saturation)
+    t = value * (1.0 - (1.0 - f) * saturation)
+    choices = torch.stack((value, q, p, t), dim=-3)
+    # For each of the six hue sectors, which of (value, q, p, t) is red, green and blue.
+    table = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], device=x.device)
+    return choices.gather(-3, table[sector].movedim(-1, -3))

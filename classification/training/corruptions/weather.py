@@ -1,0 +1,1 @@
+"""Weather corruptions (fog, frost, snow, spatter): placeholder until the weather module lands."""
