@@ -1,0 +1,193 @@
+"""Sort the flat ImageNet validation folder into one sub-folder per class (wnid).
+
+The class of every image comes from either the ILSVRC bounding-box annotations (a folder of
+``ILSVRC2012_val_XXXXXXXX.xml`` files; the ``<name>`` of its objects is the wnid) or Kaggle's
+``LOC_val_solution.csv`` (``ImageId,PredictionString``; the first token of the prediction string is
+the wnid). Files are copied, hard-linked or symlinked into ``<out>/<wnid>/<file>``.
+
+The run is idempotent: a target that already holds the same file is left alone, so a second run does
+nothing. A target holding a *different* file stops the run before anything is written.
+
+    python make_clas_val.py --val /data/imagenet/val --annotations /data/LOC_val_solution.csv \
+        --out /data/imagenet/val_classes --mode hardlink
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import filecmp
+import logging
+import os
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from classification.atomic import atomic_path
+from classification.errors import UserInputError, report_user_errors
+
+log = logging.getLogger("make_clas_val")
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+MODES = ("copy", "hardlink", "symlink")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One validation image and the class folder it belongs in."""
+
+    source: Path
+    wnid: str
+
+    def target(self, out: Path) -> Path:
+        return out / self.wnid / self.source.name
+
+
+# --------------------------------------------------------------------------- annotations
+
+def read_annotations(path: Path) -> dict[str, str]:
+    """Image id (file name without extension) -> wnid, from an XML folder or a Kaggle CSV."""
+    if path.is_dir():
+        return _read_xml_folder(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _read_kaggle_csv(path)
+    raise UserInputError(f"annotations {path} are neither a folder of ILSVRC XML files nor a .csv file; "
+                         f"pass the ILSVRC2012 bbox val folder or LOC_val_solution.csv.")
+
+
+def _read_xml_folder(folder: Path) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for xml_path in sorted(folder.rglob("*.xml")):
+        try:
+            root = ET.parse(xml_path).getroot()
+        except ET.ParseError as err:
+            raise UserInputError(f"annotation {xml_path} is not valid XML ({err}); re-extract the annotations.") from None
+        names = {node.text.strip() for node in root.iter("name") if node.text and node.text.strip()}
+        if len(names) != 1:
+            found = ", ".join(sorted(names)) or "none"
+            raise UserInputError(f"annotation {xml_path} must name exactly one class in its <object><name> "
+                                 f"tags, found: {found}.")
+        labels[xml_path.stem] = names.pop()
+    if not labels:
+        raise UserInputError(f"annotation folder {folder} holds no .xml files; pass the ILSVRC2012 bbox val folder.")
+    return labels
+
+
+def _read_kaggle_csv(path: Path) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
+            raise UserInputError(f"{path} must have the header 'ImageId,PredictionString' "
+                                 f"(Kaggle's LOC_val_solution.csv).")
+        for line, row in enumerate(reader, start=2):
+            tokens = (row["PredictionString"] or "").split()
+            if not row["ImageId"] or not tokens:
+                raise UserInputError(f"{path} line {line} has no image id or no class; fix or re-download the file.")
+            labels[row["ImageId"].strip()] = tokens[0]
+    if not labels:
+        raise UserInputError(f"{path} lists no images; re-download LOC_val_solution.csv.")
+    return labels
+
+
+# --------------------------------------------------------------------------- planning
+
+def plan(val: Path, labels: dict[str, str]) -> list[Placement]:
+    """Match every annotated id to its image in ``val``; both sides must be complete."""
+    if not val.is_dir():
+        raise UserInputError(f"validation folder {val} does not exist; pass the folder holding ILSVRC2012_val_*.JPEG.")
+    images = {p.stem: p for p in sorted(val.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    if not images:
+        raise UserInputError(f"validation folder {val} holds no images (.JPEG/.jpg/.png); "
+                             f"pass the folder the ILSVRC2012 val archive was extracted to.")
+    missing = sorted(set(labels) - set(images))
+    if missing:
+        raise UserInputError(f"the annotations name {len(missing)} image(s) that are not in {val}, e.g. "
+                             f"{missing[0]}; extract the complete val archive or pass matching annotations.")
+    unlabelled = sorted(set(images) - set(labels))
+    if unlabelled:
+        raise UserInputError(f"{len(unlabelled)} image(s) in {val} have no annotation, e.g. {images[unlabelled[0]].name}; "
+                             f"pass the annotations of the whole validation set.")
+    return [Placement(images[key], labels[key]) for key in sorted(images)]
+
+
+def holds_same_file(target: Path, source: Path) -> bool:
+    """True when ``target`` is ``source`` (same inode, or a symlink to it) or has identical bytes."""
+    if not target.exists():
+        return False
+    if os.path.samefile(target, source):
+        return True
+    return filecmp.cmp(target, source, shallow=False)
+
+
+def check_conflicts(placements: list[Placement], out: Path) -> list[Placement]:
+    """The placements still to do; refuses (before writing anything) if a target holds another file."""
+    todo = []
+    for placement in placements:
+        target = placement.target(out)
+        if target.is_symlink() and not target.exists():
+            raise UserInputError(f"{target} is a broken symlink; delete it and run again.")
+        if not target.exists():
+            todo.append(placement)
+        elif not holds_same_file(target, placement.source):
+            raise UserInputError(f"{target} already exists and differs from {placement.source}; "
+                                 f"refusing to overwrite it (choose another --out or remove the file).")
+    return todo
+
+
+# --------------------------------------------------------------------------- writing
+
+def place(source: Path, target: Path, mode: str) -> None:
+    """Copy, hard-link or symlink ``source`` to ``target`` through a temporary name (atomic)."""
+    with atomic_path(target) as tmp:
+        if mode == "copy":
+            shutil.copyfile(source, tmp)
+            return
+        tmp.unlink()
+        if mode == "hardlink":
+            try:
+                os.link(source, tmp)
+            except OSError as err:
+                raise UserInputError(f"cannot hard-link {source} into {target.parent} ({err.strerror}); "
+                                     f"use --mode copy or symlink (hard links need one file system).") from None
+        else:
+            os.symlink(source.resolve(), tmp)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--val", required=True, type=Path, help="flat folder with ILSVRC2012_val_*.JPEG")
+    parser.add_argument("--annotations", required=True, type=Path,
+                        help="ILSVRC2012 bbox val folder (*.xml) or Kaggle LOC_val_solution.csv")
+    parser.add_argument("--out", required=True, type=Path, help="output folder, one sub-folder per wnid")
+    parser.add_argument("--mode", choices=MODES, default="copy", help="how files get there (default: copy)")
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    """Run the tool; returns counts ``{'images', 'classes', 'placed', 'present'}``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    labels = read_annotations(args.annotations)
+    placements = plan(args.val, labels)
+    if args.out.resolve() == args.val.resolve():
+        raise UserInputError(f"--out {args.out} must differ from --val; pick a new folder for the class folders.")
+    todo = check_conflicts(placements, args.out)
+    for placement in tqdm(todo, desc=f"{args.mode} into class folders", unit="img", disable=not todo):
+        place(placement.source, placement.target(args.out), args.mode)
+    classes = Counter(p.wnid for p in placements)
+    summary = {"images": len(placements), "classes": len(classes), "placed": len(todo),
+               "present": len(placements) - len(todo)}
+    log.info("%d images in %d class folders under %s: %d %s, %d already in place.",
+             summary["images"], summary["classes"], args.out, summary["placed"],
+             {"copy": "copied", "hardlink": "hard-linked", "symlink": "symlinked"}[args.mode], summary["present"])
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
