@@ -165,6 +165,7 @@ def test_bad_csv_header(tmp_path, capsys):
     assert "ImageId,PredictionString" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_as_a_script(tmp_path):
     val = make_val(tmp_path)
     out = tmp_path / "out"

@@ -1,0 +1,214 @@
+"""Write the split files the evaluation loaders read, from a dataset's folder tree.
+
+Subcommands (the folder defaults to the ``config_paths.yaml`` key of the same name; layouts in
+``data/README.md``):
+
+* ``imagenetc [ROOT]`` -> ``ROOT/images.txt`` for ImageNet-C, -C-Bar or -C-Mixed (``--key`` picks
+  the config key). Every folder whose sub-folders are wnids counts as one category; the split lists
+  the images present in all of them, one ``<wnid>/<file>.JPEG <class_index>`` line each, the class
+  index being the wnid's position among the 1000 sorted ImageNet wnids.
+* ``cityscapes [ROOT]``, ``acdc [ROOT]``, ``darkzurich [ROOT]`` -> ``ROOT/val.txt``: one
+  ``<image> <labelIds>`` line per validation image, both relative to ``ROOT``.
+
+    python data/make_splits.py imagenetc /data/imagenet-c
+    python data/make_splits.py cityscapes            # uses the 'cityscapes' key of config_paths.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from timm.data import ImageNetInfo
+from tqdm import tqdm
+
+from classification.atomic import atomic_path
+from classification.errors import UserInputError, report_user_errors
+from classification.paths import add_config_argument, dataset_path
+
+log = logging.getLogger("make_splits")
+
+WNID = re.compile(r"^n\d{8}$")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+
+# --------------------------------------------------------------------------- ImageNet-C / C-Bar / C-Mixed
+
+def imagenet_class_index() -> dict[str, int]:
+    """wnid -> class index (0..999) in sorted-wnid order, the order of every torchvision/timm classifier."""
+    return {wnid: index for index, wnid in enumerate(sorted(ImageNetInfo().label_names()))}
+
+
+def _subdirs(folder: Path) -> list[os.DirEntry]:
+    return sorted((e for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def find_category_folders(root: Path) -> list[Path]:
+    """Folders whose sub-folders are wnids (``root`` itself included), searched depth-first."""
+    found: list[Path] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        children = _subdirs(folder)
+        if any(WNID.match(entry.name) for entry in children):
+            found.append(folder)
+        else:
+            pending.extend(Path(entry.path) for entry in reversed(children))
+    return sorted(found)
+
+
+def line_paths_in(category: Path) -> set[str]:
+    """``<wnid>/<stem>.JPEG`` of every image below ``category`` (files may be .JPEG, .jpg or .png)."""
+    lines: set[str] = set()
+    for wnid_dir in _subdirs(category):
+        if not WNID.match(wnid_dir.name):
+            continue
+        for entry in os.scandir(wnid_dir.path):
+            stem, ext = os.path.splitext(entry.name)
+            if ext.lower() in IMAGE_EXTENSIONS and not entry.name.startswith(".") and entry.is_file():
+                lines.add(f"{wnid_dir.name}/{stem}.JPEG")
+    return lines
+
+
+def imagenetc_lines(root: Path) -> list[str]:
+    """The ``images.txt`` lines for the images present in every category folder below ``root``."""
+    categories = find_category_folders(root)
+    if not categories:
+        raise UserInputError(f"{root} holds no folders of wnid sub-folders (e.g. blur/defocus_blur/1/n01440764/); "
+                             f"check the layout in data/README.md.")
+    per_category = {c: line_paths_in(c) for c in tqdm(categories, desc="listing category folders", unit="folder")}
+    common = set.intersection(*per_category.values())
+    if not common:
+        raise UserInputError(f"no image of {root} is present in every one of its {len(categories)} category "
+                             f"folders; complete the dataset or point at one of its parts.")
+    for category, lines in per_category.items():
+        if len(lines) > len(common):
+            log.warning("%s holds %d images missing elsewhere; they are left out of the split.",
+                        category.relative_to(root), len(lines) - len(common))
+    index = imagenet_class_index()
+    unknown = sorted({line.split("/")[0] for line in common} - set(index))
+    if unknown:
+        raise UserInputError(f"folder name {unknown[0]} under {root} is not an ImageNet-1k wnid; "
+                             f"only the 1000 ILSVRC2012 classes can be evaluated.")
+    log.info("%d images common to %d category folders of %s", len(common), len(categories), root)
+    return [f"{line} {index[line.split('/')[0]]}" for line in sorted(common)]
+
+
+# --------------------------------------------------------------------------- segmentation sets
+
+@dataclass(frozen=True)
+class PairLayout:
+    """Where a segmentation dataset keeps its images and labelId maps.
+
+    ``image_dirs`` (relative to the root) are searched recursively for files ending in ``image_suffix``;
+    an image's label is found by swapping the first path component ``image_top`` for ``label_top`` and
+    the suffix ``image_suffix`` for ``label_suffix``.
+    """
+
+    image_top: str
+    label_top: str
+    image_suffix: str
+    label_suffix: str
+
+    def label_of(self, image: str) -> str:
+        top, rest = image.split("/", 1)
+        assert top == self.image_top and rest.endswith(self.image_suffix)
+        return f"{self.label_top}/{rest[:-len(self.image_suffix)]}{self.label_suffix}"
+
+
+CITYSCAPES = PairLayout("leftImg8bit", "gtFine", "_leftImg8bit.png", "_gtFine_labelIds.png")
+ACDC = PairLayout("rgb_anon", "gt", "_rgb_anon.png", "_gt_labelIds.png")
+DARK_ZURICH = ACDC
+ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
+
+
+def pair_lines(root: Path, layout: PairLayout, image_dirs: list[str]) -> list[str]:
+    """``<image> <label>`` lines (relative to ``root``) for every image below ``image_dirs``."""
+    lines = []
+    for image_dir in image_dirs:
+        folder = root / image_dir
+        if not folder.is_dir():
+            raise UserInputError(f"{folder} does not exist; extract the dataset so that {root} holds "
+                                 f"{image_dir}/ (layouts: data/README.md).")
+        images = sorted(p.relative_to(root).as_posix() for p in folder.rglob(f"*{layout.image_suffix}"))
+        if not images:
+            raise UserInputError(f"{folder} holds no *{layout.image_suffix} images; check the layout in data/README.md.")
+        for image in images:
+            label = layout.label_of(image)
+            if not (root / label).is_file():
+                raise UserInputError(f"label {root / label} of image {image} is missing; extract the ground-truth "
+                                     f"archive into {root}.")
+            lines.append(f"{image} {label}")
+    return lines
+
+
+def cityscapes_lines(root: Path, split: str) -> list[str]:
+    return pair_lines(root, CITYSCAPES, [f"leftImg8bit/{split}"])
+
+
+def acdc_lines(root: Path, split: str, conditions: list[str]) -> list[str]:
+    return pair_lines(root, ACDC, [f"rgb_anon/{condition}/{split}" for condition in conditions])
+
+
+def darkzurich_lines(root: Path, split: str) -> list[str]:
+    return pair_lines(root, DARK_ZURICH, [f"rgb_anon/{split}/night"])
+
+
+# --------------------------------------------------------------------------- CLI
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in lines))
+    log.info("wrote %s (%d lines)", path, len(lines))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="dataset", required=True)
+
+    def command(name: str, help_text: str, default_key: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("root", nargs="?", type=Path, default=None,
+                         help=f"dataset folder (default: the config key, '{default_key}' unless --key)")
+        sub.add_argument("--out", type=Path, default=None, help="split file to write (default: inside the root)")
+        add_config_argument(sub)
+        sub.set_defaults(key=default_key)
+        return sub
+
+    imagenetc = command("imagenetc", "images.txt for ImageNet-C, -C-Bar or -C-Mixed", "imagenetc")
+    imagenetc.add_argument("--key", choices=("imagenetc", "imagenetc-bar", "imagenetc-mixed"), default="imagenetc",
+                           help="config key used when ROOT is not given (default: imagenetc)")
+    for name, key in (("cityscapes", "cityscapes"), ("acdc", "acdc"), ("darkzurich", "darkzurich")):
+        sub = command(name, f"val.txt for {name}", key)
+        sub.add_argument("--split", default="val", help="official split folder name (default: val)")
+    acdc = commands.choices["acdc"]
+    acdc.add_argument("--conditions", nargs="+", choices=ACDC_CONDITIONS, default=list(ACDC_CONDITIONS),
+                      help="ACDC conditions to include (default: all four)")
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> Path:
+    """Write the split file; returns its path."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = dataset_path(args.key, args.config, args.root)
+    if args.dataset == "imagenetc":
+        lines, default_name = imagenetc_lines(root), "images.txt"
+    elif args.dataset == "cityscapes":
+        lines, default_name = cityscapes_lines(root, args.split), f"{args.split}.txt"
+    elif args.dataset == "acdc":
+        lines, default_name = acdc_lines(root, args.split, args.conditions), f"{args.split}.txt"
+    else:
+        lines, default_name = darkzurich_lines(root, args.split), f"{args.split}.txt"
+    out = args.out or root / default_name
+    write_lines(out, lines)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
