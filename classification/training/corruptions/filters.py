@@ -22,14 +22,10 @@ BORDERS = ("replicate", "reflect", "symmetric")
 _MAX_TAPS_SHIFTED = 31
 
 
-def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
-    """Source index (in ``0..n-1``) of every position ``-before .. n+after-1`` under ``border``.
-
-    Works for paddings larger than ``n`` (the reflections repeat periodically).
-    """
+def map_index(i: torch.Tensor, n: int, border: str) -> torch.Tensor:
+    """Map integer positions ``i`` (any values) to source indices in ``0..n-1`` under ``border``."""
     if border not in BORDERS:
         raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
-    i = torch.arange(-before, n + after)
     if border == "replicate" or n == 1:
         return i.clamp(0, n - 1)
     if border == "reflect":
@@ -39,6 +35,11 @@ def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
     period = 2 * n
     i = i.remainder(period)
     return torch.where(i >= n, period - 1 - i, i)
+
+
+def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
+    """Source index of every position ``-before .. n+after-1`` of an axis of length ``n`` padded with ``border``."""
+    return map_index(torch.arange(-before, n + after), n, border)
 
 
 def pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, border: str) -> torch.Tensor:
@@ -88,6 +89,30 @@ def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, border: str) ->
     return matrix @ x
 
 
+def _fft_size(n: int) -> int:
+    """The smallest integer >= n whose prime factors are 2, 3 and 5 (fast FFT lengths)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def correlate2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
+    """Centred 2-D correlation of every channel of ``x`` (B,C,H,W) with an odd (K,K) ``kernel``, by FFT."""
+    h, w = x.shape[-2:]
+    r = kernel.shape[-1] // 2
+    padded = pad(x, r, r, r, r, border)
+    size = (_fft_size(h + 2 * r), _fft_size(w + 2 * r))
+    flipped = kernel.flip(-1, -2).to(x.device, x.dtype)
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(flipped, s=size)
+    full = torch.fft.irfft2(spectrum, s=size)
+    return full[..., 2 * r : 2 * r + h, 2 * r : 2 * r + w].contiguous()
+
+
 def gaussian_filter(x: torch.Tensor, sigma: float, border: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian of every channel of ``x`` (B,C,H,W), radius ``int(truncate*sigma + 0.5)``."""
     radius = int(truncate * sigma + 0.5)
@@ -125,6 +150,32 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
         index = (base + shifts[:, t].reshape(b, 1, 1)).expand(b, c, h * w)
         out.add_(flat.gather(2, index), alpha=weights[t])
     return out.reshape(b, c, h, w)
+
+
+def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, border: str) -> torch.Tensor:
+    """Bilinear samples of every channel of ``x`` (B,C,H,W) at pixel coordinates ``rows``, ``cols`` (B,h,w).
+
+    Neighbours outside the image are taken from the extension of the image by ``border``.
+    """
+    b, c, h, w = x.shape
+    out_shape = rows.shape[1:]
+    r0 = rows.floor()
+    c0 = cols.floor()
+    fr = (rows - r0).to(x.dtype).reshape(b, 1, -1)
+    fc = (cols - c0).to(x.dtype).reshape(b, 1, -1)
+    r0 = r0.long()
+    c0 = c0.long()
+    top, bottom = map_index(r0, h, border) * w, map_index(r0 + 1, h, border) * w
+    left, right = map_index(c0, w, border), map_index(c0 + 1, w, border)
+    flat = x.reshape(b, c, h * w)
+
+    def take(row_offset: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        index = (row_offset + col).reshape(b, 1, -1).expand(b, c, -1)
+        return flat.gather(2, index)
+
+    upper = torch.lerp(take(top, left), take(top, right), fc)
+    lower = torch.lerp(take(bottom, left), take(bottom, right), fc)
+    return torch.lerp(upper, lower, fr).reshape(b, c, *out_shape)
 
 
 def _zoom_axis(x: torch.Tensor, zoom: float, dim: int) -> torch.Tensor:

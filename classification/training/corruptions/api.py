@@ -1,0 +1,127 @@
+"""Public entry points of the corruption engine: one uint8 image, or a batch of tensors on any device."""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from classification.errors import UserInputError
+from classification.training.corruptions.registry import CORRUPTIONS
+
+TRAINING_SET: tuple[str, ...] = (
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "contrast", "elastic_transform", "jpeg_compression", "pixelate",
+    "gaussian_noise", "impulse_noise", "shot_noise",
+    "brightness", "fog", "frost", "snow",
+    "gaussian_blur", "spatter", "speckle_noise", "saturate",
+    "darken", "sunset", "night", "white",
+)  # fmt: skip
+"""The 23 training corruptions of SyMPIE, in the authors' order."""
+
+IMAGENET_C: tuple[str, ...] = TRAINING_SET[:15]
+"""The 15 ImageNet-C corruptions, in the row order of the evaluation grid."""
+
+TRAINING_SET_NO_COLOR: tuple[str, ...] = TRAINING_SET[:19]
+"""The training set without SyMPIE's four colour warps."""
+
+MAX_SEVERITY = 5
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or name not in CORRUPTIONS:
+        raise UserInputError(f"unknown corruption {name!r}; expected one of: {', '.join(sorted(CORRUPTIONS))}")
+    return name
+
+
+def _check_severity(severity: object) -> int:
+    if isinstance(severity, (bool, np.bool_)) or not isinstance(severity, (int, np.integer)):
+        raise UserInputError(f"severity must be an integer in 0..{MAX_SEVERITY}, got {severity!r}")
+    if not 0 <= severity <= MAX_SEVERITY:
+        raise UserInputError(f"severity must be in 0..{MAX_SEVERITY}, got {severity}")
+    return int(severity)
+
+
+def _per_image(values, count: int, what: str) -> list:
+    """``values`` as a list of ``count`` items: a sequence of that length, or one value for all images."""
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    if isinstance(values, (str, int, np.integer)):
+        return [values] * count
+    if not isinstance(values, Sequence) or len(values) != count:
+        given = len(values) if isinstance(values, Sequence) else type(values).__name__
+        raise UserInputError(f"expected one {what} per image ({count}), got {given}")
+    return list(values)
+
+
+def corrupt_batch(
+    images: torch.Tensor,
+    names: Sequence[str] | str,
+    severities: Sequence[int] | torch.Tensor | int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Corrupt each image of a (B,3,H,W) float batch in [0, 1] with its own corruption and severity.
+
+    Returns a tensor of the same shape, dtype and device whose values lie on the uint8 grid
+    (``round(255*y)/255``). Severity 0 leaves an image unchanged. Every random draw comes from
+    ``generator`` (a ``torch.Generator`` on the images' device; a fresh unseeded one if None).
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        given = (
+            f"a {tuple(images.shape)} {images.dtype} tensor"
+            if isinstance(images, torch.Tensor)
+            else type(images).__name__
+        )
+        raise UserInputError(f"images must be a Bx3xHxW floating-point tensor in [0, 1], got {given}")
+    count = images.shape[0]
+    names = [_check_name(name) for name in _per_image(names, count, "corruption name")]
+    severities = [_check_severity(severity) for severity in _per_image(severities, count, "severity")]
+    if generator is None:
+        generator = torch.Generator(device=images.device)
+        generator.seed()
+    elif generator.device.type != images.device.type:
+        raise UserInputError(f"the generator is on {generator.device}, the images on {images.device}; use one device")
+
+    out = images.clone()
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, key in enumerate(zip(names, severities)):
+        if key[1] > 0:
+            groups.setdefault(key, []).append(i)
+    for (name, severity), members in groups.items():
+        index = torch.tensor(members, device=images.device)
+        corrupted = CORRUPTIONS[name](images.index_select(0, index), severity, generator)
+        out.index_copy_(0, index, corrupted.to(images.dtype))
+    return out.mul_(255).round_().clamp_(0, 255).div_(255)
+
+
+def _image_to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise UserInputError(f"expected an RGB PIL image, got mode {image.mode!r}; convert it with image.convert('RGB')")
+        image = np.asarray(image)
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        given = f"a {image.shape} {image.dtype} array" if isinstance(image, np.ndarray) else type(image).__name__
+        raise UserInputError(f"image must be an HxWx3 uint8 array or an RGB PIL image, got {given}")
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].to(torch.float32) / 255
+
+
+def corrupt(image: np.ndarray | Image.Image, name: str, severity: int, seed: int | None = None) -> np.ndarray:
+    """Corrupt one HxWx3 uint8 image (numpy or RGB PIL); returns an HxWx3 uint8 numpy array.
+
+    The same ``seed`` gives the same output; ``seed=None`` draws fresh randomness.
+    """
+    x = _image_to_tensor(image)
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    y = corrupt_batch(x, [name], [severity], generator)
+    return (y[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def sample_corruption(rng: random.Random, names: Sequence[str] = TRAINING_SET) -> tuple[str, int]:
+    """Draw a corruption uniformly from ``names`` and a severity uniformly in 0..5."""
+    return names[rng.randrange(len(names))], rng.randrange(MAX_SEVERITY + 1)
