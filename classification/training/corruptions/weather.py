@@ -1,1 +1,289 @@
-"""Weather corruptions (fog, frost, snow, spatter): placeholder until the weather module lands."""
+"""ImageNet-C's weather corruptions: fog, frost, snow (SPEC §4.1) and spatter (SPEC §4.2).
+
+Every implementation follows the signature of :mod:`.registry` and works on a whole batch at once;
+the only Python loops run over filter taps, fractal levels or the images of a batch, never over pixels.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from classification.training.corruptions.filters import clipped_zoom, gaussian_filter, motion_blur, pad
+from classification.training.corruptions.registry import register
+
+FROST_DIR = Path(__file__).resolve().parent.parent / "frost_images"
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+FROST_USED = 5  # ImageNet-C draws from the first five textures only.
+
+# Per severity 1..5.
+FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))  # (strength, wibble decay)
+FROST = ((1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))  # (image weight, frost weight)
+# (mean, std, zoom, threshold, blur radius, blur sigma, image mix)
+SNOW = (
+    (0.1, 0.3, 3.0, 0.5, 10, 4.0, 0.8),
+    (0.2, 0.3, 2.0, 0.5, 12, 4.0, 0.7),
+    (0.55, 0.3, 4.0, 0.9, 12, 8.0, 0.7),
+    (0.55, 0.3, 4.5, 0.85, 12, 8.0, 0.65),
+    (0.55, 0.3, 2.5, 0.85, 12, 12.0, 0.55),
+)
+# (mean, std, sigma, threshold, strength, mode); mode 0 = water, 1 = mud.
+SPATTER = (
+    (0.65, 0.3, 4.0, 0.69, 0.6, 0),
+    (0.65, 0.3, 3.0, 0.68, 0.6, 0),
+    (0.65, 0.3, 2.0, 0.68, 0.5, 0),
+    (0.65, 0.3, 1.0, 0.65, 1.5, 1),
+    (0.67, 0.4, 1.0, 0.65, 1.5, 1),
+)
+WATER_RGB = (175.0, 238.0, 238.0)
+MUD_RGB = (63.0, 42.0, 20.0)
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+FOG_MIN_SIZE = 256
+SPATTER_MAX_DISTANCE = 20
+CANNY_THRESHOLDS = (50.0, 150.0)
+TAN_22_5 = math.tan(math.radians(22.5))
+EMBOSS = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))
+SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return u * (high - low) + low
+
+
+def _normal(shape: tuple[int, ...], mean: float, std: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype) * std + mean
+
+
+# ---------------------------------------------------------------------------------------------- fog
+
+
+def plasma_fractal(batch: int, size: int, decay: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """(B, size, size) diamond-square fractals in [0, 1], ``size`` a power of two.
+
+    The grid wraps around; the corner starts at 0 and the random amplitude ("wibble") starts at 100:
+    every new point is the mean of its four neighbours plus ``wibble * U(-wibble, wibble)``, and the
+    wibble is divided by ``decay`` whenever the step halves. Each step fills all squares, then all
+    diamonds, of every image at once.
+    """
+    grid = torch.zeros(batch, size, size, device=like.device, dtype=like.dtype)
+    step, wibble = size, 100.0
+    while step >= 2:
+        half = step // 2
+        n = size // step
+        corners = grid[:, ::step, ::step]
+        square = corners + corners.roll(-1, 1)
+        square = square + square.roll(-1, 2)
+        grid[:, half::step, half::step] = square / 4 + wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
+        centres = grid[:, half::step, half::step]
+        # Top edge midpoints (i*step, j*step + half): corners left/right, centres above/below.
+        top = corners + corners.roll(-1, 2) + centres + centres.roll(1, 1)
+        # Left edge midpoints (i*step + half, j*step): corners above/below, centres left/right.
+        left = corners + corners.roll(-1, 1) + centres + centres.roll(1, 2)
+        grid[:, ::step, half::step] = top / 4 + wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
+        grid[:, half::step, ::step] = left / 4 + wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
+        step = half
+        wibble /= decay
+    grid = grid - grid.amin(dim=(1, 2), keepdim=True)
+    return grid / grid.amax(dim=(1, 2), keepdim=True)
+
+
+@register("fog")
+def fog(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """Add a plasma fractal, then rescale so that the image's original maximum maps to 1."""
+    strength, decay = FOG[severity - 1]
+    b, _, h, w = x.shape
+    size = max(FOG_MIN_SIZE, 1 << math.ceil(math.log2(max(h, w))))
+    fractal = plasma_fractal(b, size, decay, generator, x)[:, None, :h, :w]
+    peak = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x + strength * fractal) * (peak / (peak + strength))).clamp_(0, 1)
+
+
+# -------------------------------------------------------------------------------------------- frost
+
+
+@lru_cache(maxsize=None)
+def frost_textures() -> tuple[torch.Tensor, ...]:
+    """The decoded frost photographs, (3, h, w) uint8 on the CPU, alpha dropped; loaded once."""
+    textures = []
+    for name in FROST_FILES:
+        path = FROST_DIR / name
+        if not path.is_file():
+            raise FileNotFoundError(f"frost texture {path} is missing; reinstall the package (see frost_images/README.md)")
+        with Image.open(path) as image:
+            textures.append(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous())
+    return tuple(textures)
+
+
+def _texture_covering(texture: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``texture`` unchanged if it is at least h x w, else enlarged (bilinear, same aspect) to cover it."""
+    th, tw = texture.shape[-2:]
+    if th >= h and tw >= w:
+        return texture
+    scale = max(h / th, w / tw)
+    size = (max(h, math.ceil(th * scale)), max(w, math.ceil(tw * scale)))
+    enlarged = F.interpolate(texture[None].float(), size=size, mode="bilinear", align_corners=False)
+    return enlarged[0].round().clamp(0, 255).to(torch.uint8)
+
+
+@register("frost")
+def frost(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """Blend each image with a random crop of one of the first five frost textures."""
+    weight_image, weight_frost = FROST[severity - 1]
+    b, _, h, w = x.shape
+    textures = frost_textures()
+    draws = torch.rand((b, 3), generator=generator, device=x.device, dtype=torch.float64).cpu()
+    crops = []
+    for choice, u_top, u_left in draws.tolist():
+        texture = _texture_covering(textures[min(int(choice * FROST_USED), FROST_USED - 1)], h, w)
+        top = int(u_top * (texture.shape[-2] - h + 1))
+        left = int(u_left * (texture.shape[-1] - w + 1))
+        crops.append(texture[:, top : top + h, left : left + w])
+    layer = torch.stack(crops).to(x.device, x.dtype) / 255
+    return (weight_image * x + weight_frost * layer).clamp_(0, 1)
+
+
+# --------------------------------------------------------------------------------------------- snow
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+@register("snow")
+def snow(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """Zoomed, thresholded noise streaked by a motion blur, added twice (once rotated 180 degrees)."""
+    mean, std, zoom, threshold, radius, sigma, mix = SNOW[severity - 1]
+    b, _, h, w = x.shape
+    flakes = clipped_zoom(_normal((b, 1, h, w), mean, std, generator, x), zoom)
+    flakes = torch.where(flakes < threshold, torch.zeros_like(flakes), flakes)
+    flakes = (flakes.clamp(0, 1) * 255).floor()  # the 8-bit layer handed to ImageMagick
+    angles = _uniform((b,), -135.0, -45.0, generator, x)
+    flakes = motion_blur(flakes, radius, sigma, angles).round_() / 255
+    x = mix * x + (1 - mix) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
+    return (x + flakes + flakes.flip(-2, -1)).clamp_(0, 1)
+
+
+# ------------------------------------------------------------------------------------------ spatter
+
+
+def _correlate3x3(x: torch.Tensor, kernel: tuple[tuple[float, ...], ...], border: str) -> torch.Tensor:
+    """3x3 cross-correlation of (B,1,H,W) ``x`` with ``kernel`` under ``border``."""
+    weight = torch.tensor(kernel, device=x.device, dtype=x.dtype).reshape(1, 1, 3, 3)
+    return F.conv2d(pad(x, 1, 1, 1, 1, border), weight)
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """Normalised 3x3 box filter, border reflect-101 (OpenCV's default)."""
+    return F.avg_pool2d(pad(x, 1, 1, 1, 1, "reflect"), 3, stride=1)
+
+
+def canny(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Canny edges (bool, (B,1,H,W)) of 8-bit valued (B,1,H,W) ``x``, as OpenCV computes them.
+
+    3x3 Sobel gradients (border replicate), L1 magnitude, non-maximum suppression along the
+    gradient direction quantised to 0/45/90/135 degrees, then hysteresis: pixels above ``high``
+    are edges, and so are pixels above ``low`` 8-connected to an edge through such pixels.
+    """
+    gx = _correlate3x3(x, SOBEL_X, "replicate")
+    gy = _correlate3x3(x, tuple(zip(*SOBEL_X)), "replicate")
+    magnitude = gx.abs() + gy.abs()
+    m = F.pad(magnitude, (1, 1, 1, 1))  # zero outside the image
+    h, w = x.shape[-2:]
+
+    def neighbour(dy: int, dx: int) -> torch.Tensor:
+        return m[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    ax, ay = gx.abs(), gy.abs()
+    horizontal = ay < TAN_22_5 * ax
+    vertical = ay > (TAN_22_5 + 2) * ax
+    same_sign = (gx * gy) >= 0
+    keep_h = (magnitude > neighbour(0, -1)) & (magnitude >= neighbour(0, 1))
+    keep_v = (magnitude > neighbour(-1, 0)) & (magnitude >= neighbour(1, 0))
+    keep_d = torch.where(
+        same_sign,
+        (magnitude > neighbour(-1, -1)) & (magnitude > neighbour(1, 1)),
+        (magnitude > neighbour(-1, 1)) & (magnitude > neighbour(1, -1)),
+    )
+    local_max = torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
+    candidate = local_max & (magnitude > low)
+    edges = candidate & (magnitude > high)
+    candidate_f = candidate.to(x.dtype)
+    while True:
+        grown = (F.max_pool2d(edges.to(x.dtype), 3, stride=1, padding=1) * candidate_f) > 0
+        if torch.equal(grown, edges):
+            return edges
+        edges = grown
+
+
+def truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
+    """Euclidean distance of every pixel of (B,1,H,W) bool ``edges`` to the nearest edge, capped at ``limit``.
+
+    Exact: a separable lower-envelope search over offsets ``-limit..limit`` (column pass, then row pass),
+    which is all that is needed once distances are truncated.
+    """
+    far = float(2 * limit * limit + 1)
+    offsets = torch.arange(-limit, limit + 1, device=edges.device, dtype=torch.float32) ** 2
+    squared = torch.where(edges, 0.0, far).to(torch.float32)
+    for dim in (-2, -1):
+        padding = [0, 0, 0, 0]
+        padding[0 if dim == -1 else 2] = padding[1 if dim == -1 else 3] = limit
+        windows = F.pad(squared, padding, value=far).unfold(dim, 2 * limit + 1, 1)
+        squared = (windows + offsets).amin(dim=-1)
+    return squared.sqrt().clamp_(max=limit)
+
+
+def equalize_histogram(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``equalizeHist`` of each 8-bit valued (B,1,H,W) image (values stay on the 0..255 grid)."""
+    b = x.shape[0]
+    levels = x.reshape(b, -1).long()
+    hist = torch.zeros(b, 256, device=x.device, dtype=torch.float64)
+    hist.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float64))
+    total = float(levels.shape[1])
+    first = (hist > 0).to(torch.uint8).argmax(dim=1, keepdim=True)
+    first_count = hist.gather(1, first)
+    scale = 255.0 / (total - first_count).clamp(min=1)
+    lut = ((hist.cumsum(1) - first_count) * scale).round().clamp(0, 255)
+    identity = torch.arange(256, device=x.device, dtype=torch.float64).expand(b, 256)
+    lut = torch.where(first_count == total, identity, lut)  # a constant image stays as it is
+    return lut.gather(1, levels).reshape(x.shape).to(x.dtype)
+
+
+def _water(x: torch.Tensor, liquid: torch.Tensor, strength: float) -> torch.Tensor:
+    layer = (liquid * 255).floor().clamp(0, 255)
+    edges = canny(layer, *CANNY_THRESHOLDS)
+    distance = _box3(truncated_distance(edges, SPATTER_MAX_DISTANCE).to(x.dtype)).floor()
+    distance = equalize_histogram(distance)
+    distance = _correlate3x3(distance, EMBOSS, "reflect").clamp(0, 255)
+    distance = _box3(distance).round()
+    m = layer * distance
+    peak = m.amax(dim=(1, 2, 3), keepdim=True)
+    m = m / torch.where(peak > 0, peak, torch.ones_like(peak)) * strength
+    colour = torch.tensor(WATER_RGB, device=x.device, dtype=x.dtype).reshape(1, 3, 1, 1) / 255
+    return (x + m * colour).clamp_(0, 1)
+
+
+def _mud(x: torch.Tensor, liquid: torch.Tensor, threshold: float, strength: float) -> torch.Tensor:
+    m = gaussian_filter((liquid > threshold).to(x.dtype), strength)
+    m = torch.where(m < 0.8, torch.zeros_like(m), m)
+    colour = torch.tensor(MUD_RGB, device=x.device, dtype=x.dtype).reshape(1, 3, 1, 1) / 255
+    return (x * (1 - m) + m * colour).clamp_(0, 1)
+
+
+@register("spatter")
+def spatter(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """Blobs of smoothed, thresholded noise: embossed water drops (1-3) or opaque mud (4-5)."""
+    mean, std, sigma, threshold, strength, mode = SPATTER[severity - 1]
+    b, _, h, w = x.shape
+    liquid = gaussian_filter(_normal((b, 1, h, w), mean, std, generator, x), sigma)
+    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    if mode == 0:
+        return _water(x, liquid, strength)
+    return _mud(x, liquid, threshold, strength)
