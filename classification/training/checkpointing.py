@@ -1,0 +1,151 @@
+"""What a training run writes to its log dir besides TensorBoard events, and how ``--resume`` reads it back.
+
+- ``run_config.json``: every flag, the recipe, library versions and the git commit;
+- ``checkpoint.pth``: the full training state after every epoch (student, teacher, optimizer,
+  scheduler, counters, best scores, RNG states of every process);
+- ``best_*.pth``, ``final.pth``, ``final_ema.pth``: plain NEM state_dicts (usable as ``--colm``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from classification.atomic import torch_save, write_json
+from classification.errors import UserInputError
+from classification.paths import REPO_ROOT
+
+RUN_CONFIG = "run_config.json"
+CHECKPOINT = "checkpoint.pth"
+CHECKPOINT_FORMAT = "sympie-training-checkpoint-1"
+FROZEN_PREFIX = "classifiers."
+
+# Flags that define the run: resuming with any of them changed would not continue the same run.
+RECIPE_KEYS = ("classifiers", "random_classifiers", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
+               "round2_weight", "grad_clamp", "max_corruptions", "no_color", "gpu_corruptions", "resize_size",
+               "crop_size", "seed", "amp")
+
+
+def recipe(args: argparse.Namespace, world_size: int) -> dict[str, Any]:
+    """The flags in :data:`RECIPE_KEYS` plus the number of processes, JSON-ready."""
+    values = {key: getattr(args, key) for key in RECIPE_KEYS}
+    values["classifiers"] = list(values["classifiers"])
+    values["world_size"] = world_size
+    return values
+
+
+def git_commit() -> str | None:
+    """``HEAD`` of the repository (with ``-dirty`` when it has uncommitted changes), if git can tell."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if status else "")
+
+
+def write_run_config(logdir: Path, args: argparse.Namespace, world_size: int) -> None:
+    """Dump flags, recipe, versions and the git commit to ``logdir/run_config.json``."""
+    import timm
+    import torchvision
+
+    write_json(logdir / RUN_CONFIG, {
+        "recipe": recipe(args, world_size),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__,
+                     "cuda": torch.version.cuda},
+        "git_commit": git_commit(),
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }, indent=2)
+
+
+def check_logdir(logdir: Path, args: argparse.Namespace, world_size: int) -> bool:
+    """Refuse to mix runs in one log dir. Returns True when there is a checkpoint to resume from."""
+    checkpoint, config = logdir / CHECKPOINT, logdir / RUN_CONFIG
+    if not args.resume:
+        for existing in (checkpoint, config):
+            if existing.exists():
+                raise UserInputError(f"log dir {logdir} already holds a run ({existing.name}); pass --resume to "
+                                     f"continue it or choose another --logdir.")
+        return False
+    if not config.exists():
+        if checkpoint.exists():
+            raise UserInputError(f"log dir {logdir} has {CHECKPOINT} but no {RUN_CONFIG}, so it cannot be checked "
+                                 f"before resuming; restore {RUN_CONFIG} or choose another --logdir.")
+        return False
+    try:
+        saved = json.loads(config.read_text())["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserInputError(f"{config} is unreadable or has no 'recipe'; it was not written by train.py, "
+                             f"choose another --logdir.") from None
+    current = recipe(args, world_size)
+    for key, value in current.items():
+        if saved.get(key) != value:
+            flag = "number of processes" if key == "world_size" else "--" + key.replace("_", "-")
+            raise UserInputError(f"log dir {logdir} holds a different run: {flag} was {saved.get(key)!r} there "
+                                 f"and is {value!r} now; resume with the same flags or choose another --logdir.")
+    return checkpoint.exists()
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict of a CorrectColMulti without its frozen classifiers (NEM and clamp buffers)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Inverse of :func:`trainable_state`; the classifiers stay as they are."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(FROZEN_PREFIX)]
+    if missing or unexpected:
+        raise UserInputError(f"{source} does not match this model (missing {missing[:4]}, unexpected "
+                             f"{unexpected[:4]}); choose another --logdir.")
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random generator of this process, as tensors and plain Python values (so that the
+    checkpoint loads with ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise UserInputError(f"{path} could not be read ({type(err).__name__}); it may be damaged, "
+                             f"remove it to start over or choose another --logdir.") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserInputError(f"{path} is not a training checkpoint of train.py; choose another --logdir.")
+    return state
+
+
+def save_nem(path: Path, model: nn.Module) -> None:
+    """A plain NEM state_dict (the released ``sympie.pth`` format), written atomically."""
+    torch_save({k: v.detach().cpu() for k, v in model.nem.state_dict().items()}, path)

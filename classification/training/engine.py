@@ -1,0 +1,149 @@
+"""One training step and one validation pass of SyMPIE (SPEC §5.2).
+
+The student is a :class:`CorrectColMulti` (possibly wrapped in DistributedDataParallel), the teacher
+an independently initialised copy in eval mode, kept as an exponential moving average of the student.
+Accuracies follow the authors' names: ``original`` = classifier on the clean crop, ``warped`` =
+classifier on the corrupted crop, ``unwarped`` = classifier on the student-corrected crop.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from classification.normalization import normalize
+from classification.training.distributed import DistributedContext, all_reduce_sum
+from classification.training.ema import ema_update
+from classification.training.imagenetc import distort_batch, sample_seed
+from classification.training.model import CorrectColMulti
+
+TRAIN_METRICS = ("loss", "ce_round1", "ce_round2", "acc_original", "acc_warped", "acc_unwarped")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast when ``enabled`` (the gradient clamp needs unscaled gradients, so no fp16)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy in percent (a 0-dim tensor, no host sync)."""
+    return (logits.argmax(1) == labels).float().mean() * 100
+
+
+@dataclass
+class DeviceCorruptions:
+    """The loader's random corruptions, applied batched on the device inside the step (``--gpu-corruptions``).
+
+    Every call is keyed (e.g. by phase, rank and step), so a resumed run draws the same corruptions.
+    """
+
+    methods: Sequence[str]
+    max_corruptions: int
+    seed: int
+
+    def __call__(self, crops: torch.Tensor, *keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 crops (B,3,H,W) -> (corrupted, clean), both ImageNet-normalised float."""
+        seed = sample_seed(self.seed, *keys)
+        generator = torch.Generator(device=crops.device).manual_seed(seed % 2**63)
+        clean = crops.float().div_(255)
+        corrupted = distort_batch(clean, random.Random(seed), self.methods, self.max_corruptions, generator)
+        return normalize(corrupted), normalize(clean)
+
+
+def prepare_batch(batch: Sequence, device: torch.device, corruptions: DeviceCorruptions | None,
+                  *keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loader output -> (corrupted, labels, clean) on ``device``; corrupts uint8 crops when asked to."""
+    if corruptions is None:
+        x, y, z = batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True), z.to(device, non_blocking=True)
+    crops, y = batch
+    x, z = corruptions(crops.to(device, non_blocking=True), *keys)
+    return x, y.to(device, non_blocking=True), z
+
+
+@dataclass
+class StepOutput:
+    """Per-process metrics of one step (0-dim tensors) and, on request, the tensors to visualise."""
+
+    metrics: dict[str, torch.Tensor]
+    visuals: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+               clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False,
+               keep_visuals: bool = False) -> StepOutput:
+    """Two rounds (``ce1`` on the corrupted input, ``round2_weight * ce2`` on the teacher-corrected input),
+    one optimizer and scheduler step, then the EMA update of the teacher."""
+    core = unwrap(student)
+    with torch.no_grad(), autocast(x.device, amp):
+        _, _, teacher_corrected = teacher(x, clasid)
+    teacher_corrected = teacher_corrected.float()
+
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(x.device, amp):
+        logits1, params1, corrected1 = student(x, clasid)
+    ce1 = F.cross_entropy(logits1.float(), y)
+    ce1.backward()
+    with autocast(x.device, amp):
+        logits2, _, corrected2 = student(teacher_corrected, clasid)
+    ce2 = F.cross_entropy(logits2.float(), y)
+    (round2_weight * ce2).backward()
+    optimizer.step()
+    scheduler.step()
+    ema_update(teacher, core, ema_rate)
+
+    classifier = core.classifiers[clasid]
+    with torch.no_grad(), autocast(x.device, amp):
+        logits_warped = classifier(x)
+        logits_original = classifier(z)
+    metrics = {
+        "loss": (ce1 + ce2).detach(),
+        "ce_round1": ce1.detach(),
+        "ce_round2": ce2.detach(),
+        "acc_original": accuracy(logits_original, y),
+        "acc_warped": accuracy(logits_warped, y),
+        "acc_unwarped": accuracy(logits1.detach(), y),
+    }
+    visuals = {}
+    if keep_visuals:
+        visuals = {"input": x, "teacher_corrected": teacher_corrected, "student_round1": corrected1.detach(),
+                   "student_round2": corrected2.detach(), "params": params1.detach()}
+    return StepOutput(metrics, visuals)
+
+
+@torch.no_grad()
+def validate(student: CorrectColMulti, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+             ctx: DistributedContext, amp: bool = False) -> dict[str, float]:
+    """Mean accuracies and their deltas over ``batches`` of every process (batch ``j`` uses classifier
+    ``j % n``). The student is used in whatever mode it is in (the recipe keeps it in training mode)."""
+    counts = torch.zeros(4, dtype=torch.float64, device=ctx.device)  # images, unwarped, warped, original
+    num_classifiers = len(student.classifiers)
+    for j, (x, y, z) in enumerate(batches):
+        clasid = j % num_classifiers
+        classifier = student.classifiers[clasid]
+        with autocast(x.device, amp):
+            logits_unwarped, _, _ = student(x, clasid)
+            logits_warped = classifier(x)
+            logits_original = classifier(z)
+        counts += torch.stack([
+            torch.tensor(float(y.numel()), device=ctx.device),
+            (logits_unwarped.argmax(1) == y).sum().double(),
+            (logits_warped.argmax(1) == y).sum().double(),
+            (logits_original.argmax(1) == y).sum().double(),
+        ])
+    counts = all_reduce_sum(counts, ctx)
+    images = counts[0].item()
+    unwarped, warped, original = (100 * counts[1:] / max(images, 1)).tolist()
+    return {"acc_unwarped": unwarped, "acc_warped": warped, "acc_original": original,
+            "dacc_uw": unwarped - warped, "dacc_uo": unwarped - original, "images": images}

@@ -1,0 +1,422 @@
+"""Train SyMPIE on ImageNet with synthetic corruptions, the authors' recipe (SPEC §5.2).
+
+    torchrun --nproc-per-node=8 classification/training/train.py --imagenet /data/imagenet/train
+    python classification/training/train.py --device cpu --epochs 1 --iters-per-epoch 10 --batch-size 4
+    torchrun --nproc-per-node=8 classification/training/train.py --resume      # continue a killed run
+
+Every recipe number is a flag. The log dir (``--logdir``) receives TensorBoard events, ``train.log``,
+``run_config.json``, the full training state ``checkpoint.pth`` after every epoch, and the NEM
+state_dicts ``best_uw.pth``, ``best_uo.pth``, ``best_city.pth``, ``best_acdc.pth``, ``final.pth`` and
+``final_ema.pth`` (all usable as ``--colm``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from classification.errors import UserInputError, report_user_errors
+from classification.paths import REPO_ROOT, add_config_argument, configured, dataset_path
+from classification.training import checkpointing as ckpt
+from classification.training.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
+                                                 init_distributed, launched_world_size, shutdown_distributed)
+from classification.training.ema import add_gradient_clamp_hooks
+from classification.training.engine import TRAIN_METRICS, DeviceCorruptions, prepare_batch, train_step, validate
+from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
+from classification.training.model import CorrectColMulti, SyMPIE
+from classification.training.visualize import image_grid, parameter_images
+
+log = logging.getLogger("sympie.train")
+
+TRAIN_PHASE, VAL_PHASE = 0, 1   # keys of the random streams
+SEGMENTATION_BENCHMARKS = {"city": "cityscapes", "acdc": "acdc"}   # best_<name>.pth <- config key
+DEFAULT_SEGMENTER = REPO_ROOT / "classification" / "training" / "checkpoints" / "cityscapesfinal.pth"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train SyMPIE (torchrun entry point; also runs as one process).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    add_config_argument(data)
+    data.add_argument("--imagenet", help="ImageNet train folder (default: key 'imagenet' of the config)")
+    data.add_argument("--cityscapes", help="Cityscapes folder for segmentation validation (default: config)")
+    data.add_argument("--acdc", help="ACDC folder for segmentation validation (default: config)")
+    data.add_argument("--seg-checkpoint", default=str(DEFAULT_SEGMENTER),
+                      help="DeepLab checkpoint for segmentation validation (skipped when missing)")
+    data.add_argument("--max-corruptions", type=int, default=1, help="each image gets 1 + randrange(N) corruptions")
+    data.add_argument("--no-color", action="store_true", help="train without SyMPIE's 4 colour corruptions")
+    data.add_argument("--gpu-corruptions", action="store_true",
+                      help="corrupt batched on the training device instead of in the loader workers")
+    data.add_argument("--resize-size", type=int, default=256)
+    data.add_argument("--crop-size", type=int, default=224)
+    data.add_argument("--workers", type=int, default=4, help="train loader workers per process")
+    data.add_argument("--val-workers", type=int, default=1, help="validation loader workers per process")
+    data.add_argument("--val-iters", type=int, default=0, help="validation batches per process (0: the whole split)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--classifiers", nargs="+", default=["rn50_2"],
+                       help="frozen upstream classifiers; step `it` uses classifier `it %% n`")
+    model.add_argument("--random-classifiers", action="store_true",
+                       help="random classifier weights (smoke tests and benchmarks only)")
+    model.add_argument("--classifier-dir", help="folder of the robust classifiers' checkpoints")
+
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument("--epochs", type=int, default=100)
+    recipe.add_argument("--iters-per-epoch", type=int, default=500)
+    recipe.add_argument("--batch-size", type=int, default=48, help="per process")
+    recipe.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule per iteration)")
+    recipe.add_argument("--ema-rate", type=float, default=0.9, help="teacher = rate*teacher + (1-rate)*student")
+    recipe.add_argument("--round2-weight", type=float, default=0.5, help="weight of the teacher-corrected round")
+    recipe.add_argument("--grad-clamp", type=float, default=1.0,
+                        help="per-parameter gradients with a norm >= this are rescaled to this norm")
+    recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (meant for CUDA)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--logdir", default="logs/sympie_rerun")
+    run.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", help="cpu, cuda (default: cuda when available)")
+    run.add_argument("--print-every", type=int, default=50, help="progress line every N steps")
+    run.add_argument("--image-every", type=int, default=500, help="TensorBoard images every N steps (0: never)")
+    return parser
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    positive = ("epochs", "iters_per_epoch", "batch_size", "max_corruptions", "resize_size", "crop_size", "print_every")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    for name in ("workers", "val_workers", "val_iters", "image_every"):
+        if getattr(args, name) < 0:
+            raise UserInputError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(args, name)}.")
+    if not 0 <= args.ema_rate <= 1:
+        raise UserInputError(f"--ema-rate must be in [0, 1], got {args.ema_rate}.")
+    if args.lr <= 0 or args.grad_clamp <= 0:
+        raise UserInputError("--lr and --grad-clamp must be positive.")
+
+
+def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
+    """The frozen upstream classifiers, built once for the whole run (unknown names fail here)."""
+    from classification.classifiers import build_classifier
+
+    return [build_classifier(name, pretrained=not args.random_classifiers, checkpoint_dir=args.classifier_dir)
+            for name in args.classifiers]
+
+
+class SegmentationValidation:
+    """Per-epoch mIoU of the student's NEM in front of a DeepLab, on the benchmarks that are configured."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        self.args = args
+        self.device = device
+        self.roots: dict[str, Path] = {}
+        self.segmenter: nn.Module | None = None
+        checkpoint = Path(args.seg_checkpoint)
+        for name, key in SEGMENTATION_BENCHMARKS.items():
+            root = getattr(args, key)
+            root = Path(root) if root else configured(key, args.config)
+            if root is not None and root.is_dir() and checkpoint.is_file():
+                self.roots[name] = root
+        skipped = [k for k in SEGMENTATION_BENCHMARKS if k not in self.roots]
+        if skipped:
+            log.info("segmentation validation skipped for %s (needs %s and the dataset folder: --cityscapes/--acdc "
+                     "or config_paths.yaml)", ", ".join(skipped), checkpoint)
+        if self.roots:
+            from segmentation.deeplab import load_deeplab
+
+            self.segmenter = load_deeplab(checkpoint, map_location="cpu").to(device)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.roots)
+
+    def __call__(self, nem: nn.Module) -> dict[str, float]:
+        from segmentation.eval import evaluate_benchmark
+
+        sympie = SyMPIE(nem)
+        return {name: evaluate_benchmark(name, self.segmenter, sympie, root=root, workers=self.args.val_workers,
+                                         device=self.device)["miou"]
+                for name, root in self.roots.items()}
+
+
+class Trainer:
+    """Owns the models, optimizer, data and outputs of one run; :meth:`fit` runs (or continues) it."""
+
+    def __init__(self, args: argparse.Namespace, ctx: DistributedContext, classifiers: Sequence[nn.Module],
+                 image_folder: tuple[list[str], list[tuple[str, int]]], root: Path, resume: bool = False):
+        self.args, self.ctx = args, ctx
+        self.logdir = Path(args.logdir)
+        self.total_steps = args.epochs * args.iters_per_epoch
+        device = ctx.device
+
+        torch.manual_seed(args.seed)  # identical student and teacher initialisations on every process
+        self.student = CorrectColMulti([c.to(device) for c in classifiers]).to(device)
+        self.teacher = CorrectColMulti(self.student.classifiers).to(device).eval()
+        self.teacher.requires_grad_(False)
+        self.sync_bn = ctx.distributed and device.type == "cuda"
+        if self.sync_bn:
+            self.student.nem = nn.SyncBatchNorm.convert_sync_batchnorm(self.student.nem)
+        elif ctx.distributed:
+            log.info("SyncBatchNorm needs CUDA: on CPU the batch statistics are per process and the running "
+                     "statistics are averaged after every step")
+        add_gradient_clamp_hooks(self.student.nem.parameters(), args.grad_clamp)
+        self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=args.lr)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps)
+
+        methods = training_methods(args.no_color)
+        common = dict(methods=methods, max_corruptions=args.max_corruptions, resize_size=args.resize_size,
+                      crop_size=args.crop_size, corrupt_in_loader=not args.gpu_corruptions, scan=image_folder)
+        self.train_set = DistortImageFolder(root, "train", seed=args.seed, **common)
+        self.val_set = DistortImageFolder(root, "val", seed=sample_seed(args.seed, VAL_PHASE), **common)
+        self.train_sampler, self.train_loader = self._loader(self.train_set, args.workers)
+        self.val_sampler, self.val_loader = self._loader(self.val_set, args.val_workers)
+        self.passes_per_epoch = math.ceil(args.iters_per_epoch / len(self.train_loader))
+        self.corruptions = (DeviceCorruptions(methods, args.max_corruptions, args.seed)
+                            if args.gpu_corruptions else None)
+        self.segmentation = SegmentationValidation(args, device)
+
+        self.start_epoch, self.best = 0, {}
+        if resume:
+            self._load_checkpoint()
+        self.model: nn.Module = self.student
+        if ctx.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.student, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
+        self.writer = None
+        if ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.logdir), purge_step=self.start_epoch * args.iters_per_epoch)
+
+    def _loader(self, dataset: DistortImageFolder, workers: int) -> tuple[DistributedSampler, DataLoader]:
+        sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True,
+                                     seed=self.args.seed, drop_last=True)
+        loader = DataLoader(dataset, batch_size=self.args.batch_size, sampler=sampler, num_workers=workers,
+                            pin_memory=self.ctx.device.type == "cuda", drop_last=True)
+        return sampler, loader
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> None:
+        args = self.args
+        log.info("training %d epochs x %d iterations, batch %d x %d processes, classifiers %s, from epoch %d",
+                 args.epochs, args.iters_per_epoch, args.batch_size, self.ctx.world_size,
+                 ", ".join(args.classifiers), self.start_epoch)
+        self.started, self.first_step = time.monotonic(), self.start_epoch * args.iters_per_epoch
+        for epoch in range(self.start_epoch, args.epochs):
+            self.train_epoch(epoch)
+            self.end_of_epoch(epoch)
+        if self.ctx.is_main:
+            ckpt.save_nem(self.logdir / "final.pth", self.student)
+            ckpt.save_nem(self.logdir / "final_ema.pth", self.teacher)
+            self.writer.close()
+            log.info("done: %s and %s", self.logdir / "final.pth", self.logdir / "final_ema.pth")
+        barrier(self.ctx)
+
+    def train_epoch(self, epoch: int) -> None:
+        args, ctx = self.args, self.ctx
+        for i, batch in enumerate(self.epoch_batches(epoch)):
+            step = epoch * args.iters_per_epoch + i
+            x, y, z = prepare_batch(batch, ctx.device, self.corruptions, TRAIN_PHASE, ctx.rank, step)
+            show = bool(args.image_every) and step % args.image_every == 0 and ctx.is_main
+            out = train_step(self.model, self.teacher, x, y, z, step % len(self.student.classifiers),
+                             self.optimizer, self.scheduler, args.ema_rate, args.round2_weight, args.amp,
+                             keep_visuals=show)
+            if not self.sync_bn:
+                self._average_batchnorm_statistics()
+            metrics = all_reduce_mean(torch.stack([out.metrics[k] for k in TRAIN_METRICS]), ctx).tolist()
+            if ctx.is_main:
+                self._log_step(step, dict(zip(TRAIN_METRICS, metrics)), out.visuals)
+
+    def epoch_batches(self, epoch: int) -> Iterator:
+        """``iters_per_epoch`` batches; a loader shorter than that is gone through again (a new shuffle)."""
+        produced = 0
+        for p in range(self.passes_per_epoch):
+            stream = epoch * self.passes_per_epoch + p
+            self.train_sampler.set_epoch(stream)
+            self.train_set.set_epoch(stream)
+            for batch in self.train_loader:
+                yield batch
+                produced += 1
+                if produced == self.args.iters_per_epoch:
+                    return
+
+    def _average_batchnorm_statistics(self) -> None:
+        """Without SyncBatchNorm, keep the processes' running statistics (and so the teachers) identical."""
+        if not self.ctx.distributed:
+            return
+        for buffer in self.student.nem.buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(all_reduce_mean(buffer, self.ctx))
+
+    def validation_batches(self) -> Iterator:
+        """The held-out split, the same crops and corruptions every epoch."""
+        self.val_sampler.set_epoch(0)
+        for j, batch in enumerate(self.val_loader):
+            if self.args.val_iters and j == self.args.val_iters:
+                return
+            yield prepare_batch(batch, self.ctx.device, self.corruptions, VAL_PHASE, self.ctx.rank, j)
+
+    def end_of_epoch(self, epoch: int) -> None:
+        """Validation, best checkpoints, the full training checkpoint."""
+        metrics = validate(self.student, self.validation_batches(), self.ctx, self.args.amp)
+        scores = {"uw": metrics["dacc_uw"], "uo": metrics["dacc_uo"]}
+        if self.segmentation.names:
+            scores.update(self.segmentation(self.student.nem))
+        step = (epoch + 1) * self.args.iters_per_epoch
+        improved = [name for name, value in scores.items() if value > self.best.get(name, -math.inf)]
+        self.best.update({name: scores[name] for name in improved})
+        state = self._training_state(epoch + 1)  # collective: every process takes part
+        if self.ctx.is_main:
+            log.info("epoch %d/%d validation on %d images: %s%s", epoch + 1, self.args.epochs, metrics["images"],
+                     "  ".join(f"{k} {v:+.2f}" if k in ("uw", "uo") else f"{k} {v:.2f}" for k, v in scores.items()),
+                     f"  (new best: {', '.join(improved)})" if improved else "")
+            tags = {"uw": "val/dacc_uw", "uo": "val/dacc_uo", "city": "val/city", "acdc": "val/acdc"}
+            for name, value in scores.items():
+                self.writer.add_scalar(tags[name], value, step)
+            for name in improved:
+                ckpt.save_nem(self.logdir / f"best_{name}.pth", self.student)
+            ckpt.save_training_checkpoint(self.logdir / ckpt.CHECKPOINT, state)
+            self.writer.flush()
+        barrier(self.ctx)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _log_step(self, step: int, metrics: dict[str, float], visuals: dict[str, torch.Tensor]) -> None:
+        w = self.writer
+        w.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+        w.add_scalar("train/loss", metrics["loss"], step)
+        w.add_scalar("train/ce/round1", metrics["ce_round1"], step)
+        w.add_scalar("train/ce/round2", metrics["ce_round2"], step)
+        for name in ("original", "warped", "unwarped"):
+            w.add_scalar(f"train/acc/{name}", metrics[f"acc_{name}"], step)
+        w.add_scalar("train/dacc_uw", metrics["acc_unwarped"] - metrics["acc_warped"], step)
+        w.add_scalar("train/dacc_uo", metrics["acc_unwarped"] - metrics["acc_original"], step)
+        if visuals:
+            for name in ("input", "teacher_corrected", "student_round1", "student_round2"):
+                w.add_image(f"images/{name}", image_grid(visuals[name]), step)
+            for name, image in parameter_images(visuals["params"]).items():
+                w.add_image(f"params/{name}", image, step)
+        done = step + 1
+        if done % self.args.print_every == 0 or done == self.total_steps:
+            elapsed = time.monotonic() - self.started
+            rate = (done - self.first_step) / max(elapsed, 1e-9)
+            eta = (self.total_steps - done) / max(rate, 1e-9)
+            log.info("step %d/%d (epoch %d)  loss %.3f  acc orig/warped/unwarped %.1f/%.1f/%.1f  lr %.2e  "
+                     "%.2f it/s  eta %s", done, self.total_steps, step // self.args.iters_per_epoch + 1,
+                     metrics["loss"], metrics["acc_original"], metrics["acc_warped"], metrics["acc_unwarped"],
+                     self.scheduler.get_last_lr()[0], rate, format_duration(eta))
+
+    def _training_state(self, epochs_done: int) -> dict:
+        return {
+            "epoch": epochs_done,
+            "step": epochs_done * self.args.iters_per_epoch,
+            "recipe": ckpt.recipe(self.args, self.ctx.world_size),
+            "student": ckpt.trainable_state(self.student),
+            "teacher": ckpt.trainable_state(self.teacher),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best": dict(self.best),
+            "rng": all_gather_objects(ckpt.rng_state(), self.ctx),
+        }
+
+    def _load_checkpoint(self) -> None:
+        path = self.logdir / ckpt.CHECKPOINT
+        state = ckpt.load_training_checkpoint(path)
+        ckpt.load_trainable_state(self.student, state["student"], path)
+        ckpt.load_trainable_state(self.teacher, state["teacher"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch, self.best = state["epoch"], dict(state["best"])
+        ckpt.set_rng_state(state["rng"][self.ctx.rank])
+        log.info("resumed %s at epoch %d (step %d)", path, self.start_epoch, state["step"])
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    text = time.strftime("%H:%M:%S", time.gmtime(rest))
+    return f"{days}d {text}" if days else text
+
+
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+def setup_logging() -> None:
+    """Rank 0 logs INFO to stderr, the other processes only warnings."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(LOG_FORMAT)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+
+
+def log_to_file(logdir: Path) -> logging.Handler:
+    """Also append this process's log to ``logdir/train.log``; returns the handler (to remove it after)."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logdir / "train.log")
+    handler.setFormatter(LOG_FORMAT)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = None,
+          build: Callable[[argparse.Namespace], Sequence[nn.Module]] = build_classifiers) -> Path:
+    """Run (or resume) the training described by ``args``; returns the log dir.
+
+    Everything a user can get wrong is checked before the process group starts. ``classifiers`` may be
+    given directly (tests, demos); otherwise ``build(args)`` makes them.
+    """
+    check_numbers(args)
+    world_size = launched_world_size()
+    root = dataset_path("imagenet", args.config, args.imagenet)
+    image_folder = scan_image_folder(root)
+    check_split_sizes(image_folder, args, world_size, root)
+    logdir = Path(args.logdir)
+    resume = ckpt.check_logdir(logdir, args, world_size)
+    if args.resume and not resume:
+        log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / ckpt.CHECKPOINT)
+    if classifiers is None:
+        classifiers = build(args)
+    ctx = init_distributed(args.device)
+    file_log = log_to_file(logdir) if ctx.is_main else None
+    try:
+        if ctx.is_main:
+            ckpt.write_run_config(logdir, args, world_size)
+        Trainer(args, ctx, classifiers, image_folder, root, resume=resume).fit()
+    finally:
+        shutdown_distributed()
+        if file_log is not None:
+            logging.getLogger().removeHandler(file_log)
+            file_log.close()
+    return logdir
+
+
+def check_split_sizes(image_folder: tuple[list[str], list[tuple[str, int]]], args: argparse.Namespace,
+                      world_size: int, root: Path) -> None:
+    """Both splits must give every process at least one full batch."""
+    images = len(image_folder[1])
+    val = math.ceil(images / 50)
+    needed = args.batch_size * world_size
+    if min(images - val, val) < needed:
+        raise UserInputError(f"ImageNet folder {root} has {images} images ({images - val} train, {val} validation: "
+                             f"one in 50); each split needs at least batch size x processes = {needed}.")
+
+
+@report_user_errors
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    return train(args)
+
+
+if __name__ == "__main__":
+    main()
