@@ -1,0 +1,152 @@
+"""The evaluation engine behind validate.py: model assembly and the sharded accuracy-grid loop.
+
+:func:`evaluate_grid` classifies every item of a :class:`~classification.eval.imagenetc.CorruptionGrid`
+and counts correct predictions per cell. Under ``torch.distributed`` every rank takes the items
+``rank, rank + world, ...`` and the counts are summed across ranks, so the grid is the same as one
+process would compute.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from classification.errors import UserInputError
+from classification.eval.imagenetc import ALL_COLUMNS, SEVERITIES, CorruptionGrid
+from classification.eval.preprocess import normalize_uint8
+from classification.training.model import SyMPIE, freeze
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "training" / "checkpoints"
+CHECKPOINT_SUFFIX = ".pth"
+
+
+@dataclass
+class GridCounts:
+    """Correct predictions and images per grid cell, (rows, 5) int64 tensors."""
+
+    correct: torch.Tensor
+    total: torch.Tensor
+
+    @classmethod
+    def zeros(cls, rows: int, device: torch.device | str = "cpu") -> "GridCounts":
+        shape = (rows, len(SEVERITIES))
+        return cls(torch.zeros(shape, dtype=torch.int64, device=device), torch.zeros(shape, dtype=torch.int64, device=device))
+
+    def add(self, correct: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
+        """Count a batch: ``correct`` (B,) bool, grid ``rows`` (B,), ``columns`` (B,), ALL_COLUMNS = every column."""
+        cells = torch.arange(len(SEVERITIES), device=columns.device)
+        hit = (columns[:, None] == cells) | (columns[:, None] == ALL_COLUMNS)  # (B, 5)
+        self.total.index_add_(0, rows, hit.long())
+        self.correct.index_add_(0, rows, (hit & correct[:, None]).long())
+
+    def accuracy(self) -> list[list[float]]:
+        """Accuracy grid in percent (rows x 5); an empty cell reads 0.0."""
+        acc = 100.0 * self.correct.double() / self.total.clamp(min=1).double()
+        return acc.cpu().tolist()
+
+    def all_reduce(self) -> None:
+        """Sum the counts over the ranks of the default process group."""
+        dist.all_reduce(self.correct)
+        dist.all_reduce(self.total)
+
+
+def resolve_colm(colm: str, checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR) -> Path | None:
+    """``none`` -> None; an existing file -> itself; a name -> ``<checkpoint_dir>/<name>.pth``."""
+    if colm == "none":
+        return None
+    path = Path(colm).expanduser()
+    if path.is_file():
+        return path
+    checkpoint_dir = Path(checkpoint_dir)
+    if os.sep in colm or "/" in colm or path.suffix:
+        raise UserInputError(f"SyMPIE checkpoint {path} does not exist; pass an existing file, a name from "
+                             f"{checkpoint_dir} or 'none'.")
+    candidate = checkpoint_dir / f"{colm}{CHECKPOINT_SUFFIX}"
+    if candidate.is_file():
+        return candidate
+    found = sorted(p.stem for p in checkpoint_dir.glob(f"*{CHECKPOINT_SUFFIX}")) if checkpoint_dir.is_dir() else []
+    listing = f"the checkpoints found there are: {', '.join(found)}" if found else "no checkpoints are there yet"
+    raise UserInputError(f"--colm '{colm}' names no file {candidate}; {listing} (or pass a path, or 'none'; "
+                         f"see classification/training/checkpoints/README.md).")
+
+
+class CorrectedClassifier(nn.Module):
+    """``classifier(Clamp(ColWarp(x, NEM(x))))``: SyMPIE in front of a frozen classifier, for evaluation."""
+
+    def __init__(self, sympie: SyMPIE, classifier: nn.Module):
+        super().__init__()
+        self.sympie = sympie
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.sympie(x))
+
+
+def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike | None) -> nn.Module:
+    """The frozen eval-mode model validate.py runs: the classifier, or SyMPIE + classifier."""
+    if colm_checkpoint is None:
+        return freeze(classifier)
+    return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint), classifier))
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1000, workers: int = 4,
+                  device: str | torch.device = "cpu", amp: bool = False, channels_last: bool = False,
+                  debug: bool = False, progress: bool = True) -> GridCounts:
+    """Classify every item of ``dataset`` (this rank's shard under torch.distributed) and count per cell.
+
+    ``model`` takes ImageNet-normalised (B,3,224,224) input and returns logits. With ``debug`` only the
+    first batch (of every rank) is evaluated. Returns the counts summed over all ranks.
+    """
+    device = torch.device(device)
+    rank, world = distributed_rank_world()
+    shard = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format).eval()
+    counts = GridCounts.zeros(len(dataset.categories), device)
+    seen = right = 0
+    bar = tqdm(loader, desc=f"{dataset.kind}", unit="batch", disable=not progress or rank != 0, dynamic_ncols=True)
+    with torch.inference_mode():
+        for images, labels, rows, columns, indices, decoded in bar:
+            if not bool(decoded.all()):
+                bad = dataset.items[int(indices[~decoded][0])]
+                raise UserInputError(f"image {bad.path} (line {bad.line_no} of {dataset.split_file}) cannot be "
+                                     f"decoded; replace the file or remove the line.")
+            x = normalize_uint8(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+            with _autocast(device, amp):
+                logits = model(x)
+            correct = logits.argmax(dim=1) == labels.to(device)
+            counts.add(correct, rows.to(device), columns.to(device))
+            seen += len(labels)
+            right += int(correct.sum())
+            bar.set_postfix(acc=f"{100.0 * right / seen:.2f}%", images=seen * world)
+            if debug:
+                break
+    if world > 1:
+        counts.all_reduce()
+    return GridCounts(counts.correct.cpu(), counts.total.cpu())

@@ -1,0 +1,243 @@
+"""ImageNet-C, ImageNet-C-Bar and ImageNet-C-Mixed as accuracy grids (SPEC §6.1).
+
+Every dataset is a flat list of :class:`GridItem` (image file, label, grid row, severity column). A grid
+has one row per category and five columns (severities 1..5). The clean images are read once: their
+items carry ``column = ALL_COLUMNS`` and count in every column of the ``clean`` row.
+
+The split file ``images.txt`` has one line per ImageNet validation image, ``<wnid>/<file>.JPEG <label>``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from classification.errors import UserInputError
+from classification.eval.preprocess import CROP, load_eval_uint8
+
+SEVERITIES = (1, 2, 3, 4, 5)
+ALL_COLUMNS = -1
+SPLIT_FILE = "images.txt"
+QUICK_SEED = 42
+QUICK_FRACTION = 50
+
+# group folder -> corruptions, in the grid's row order
+IMAGENETC_GROUPS: dict[str, tuple[str, ...]] = {
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "digital": ("contrast", "elastic_transform", "jpeg_compression", "pixelate"),
+    "noise": ("gaussian_noise", "impulse_noise", "shot_noise"),
+    "weather": ("brightness", "fog", "frost", "snow"),
+}
+IMAGENETC_CORRUPTIONS: tuple[str, ...] = tuple(c for group in IMAGENETC_GROUPS.values() for c in group)
+IMAGENETC_CATEGORIES: tuple[str, ...] = (*IMAGENETC_CORRUPTIONS, "colwarp", "clean")
+IMAGENETC_BAR_CORRUPTIONS: tuple[str, ...] = (
+    "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout", "cocentric_sine_waves",
+    "inverse_sparkles", "perlin_noise", "plasma_noise", "single_frequency_greyscale", "sparkles")
+IMAGENETC_BAR_CATEGORIES: tuple[str, ...] = (*IMAGENETC_BAR_CORRUPTIONS, "clean")
+IMAGENETC_MIXED_CATEGORIES: tuple[str, ...] = ("mixed",)
+
+
+@dataclass(frozen=True)
+class SplitLine:
+    """One line of the split file: image path relative to a category folder, class index, 1-based line number."""
+
+    path: str
+    label: int
+    line_no: int
+
+
+@dataclass(frozen=True)
+class GridItem:
+    """One image to classify and the grid cell(s) it counts in."""
+
+    path: Path
+    label: int
+    row: int
+    column: int  # 0..4, or ALL_COLUMNS for the clean images
+    line_no: int
+
+
+@dataclass(frozen=True)
+class MissingImage:
+    path: Path
+    line_no: int
+
+
+def read_split(split_file: Path) -> list[SplitLine]:
+    """Parse ``images.txt``; a malformed line is reported with its number."""
+    if not split_file.is_file():
+        raise UserInputError(f"split file {split_file} does not exist; write it with the scripts in data/ "
+                             f"(one '<wnid>/<file>.JPEG <class index>' line per image) or pass --split PATH.")
+    lines = []
+    for line_no, raw in enumerate(split_file.read_text().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        parts = raw.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or not 0 <= int(parts[1]) < 1000:
+            raise UserInputError(f"line {line_no} of {split_file} reads {raw.strip()!r}; expected "
+                                 f"'<wnid>/<file>.JPEG <class index 0..999>'.")
+        lines.append(SplitLine(parts[0], int(parts[1]), line_no))
+    if not lines:
+        raise UserInputError(f"split file {split_file} lists no images.")
+    return lines
+
+
+def quick_subset(lines: Sequence[SplitLine]) -> list[SplitLine]:
+    """The ``--quick`` subset: ``RandomState(42).permutation(n)[: n // 50]`` of the split lines (file order)."""
+    keep = np.random.RandomState(QUICK_SEED).permutation(len(lines))[: len(lines) // QUICK_FRACTION]
+    return [lines[i] for i in sorted(keep.tolist())]
+
+
+def with_jpg_suffix(path: str) -> str:
+    """``.JPEG`` -> ``.jpg`` (the clean and colwarp folders store re-encoded files)."""
+    stem, ext = os.path.splitext(path)
+    return stem + ".jpg" if ext.lower() == ".jpeg" else path
+
+
+class _FolderListing:
+    """Existence checks through one ``os.scandir`` per folder (millions of ``stat`` calls are slow on NFS)."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, frozenset[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        folder = path.parent
+        if folder not in self._names:
+            try:
+                with os.scandir(folder) as entries:
+                    self._names[folder] = frozenset(e.name for e in entries)
+            except OSError:
+                self._names[folder] = frozenset()
+        return path.name in self._names[folder]
+
+
+class CorruptionGrid(Dataset):
+    """Base class: ``dataset[i] -> (image, label, row, column, i, decoded)``.
+
+    ``image`` is the preprocessed uint8 (3, 224, 224) tensor (normalised on the device, see
+    :func:`~classification.eval.preprocess.normalize_uint8`: a quarter of the inter-process traffic).
+    ``decoded`` is False (and the image zeros) when the file cannot be decoded, so that the evaluation
+    loop, not a loader worker, reports the file.
+
+    Subclasses define ``categories`` and :meth:`candidates` (the possible files of one line in one cell).
+    A line whose image is missing raises :class:`UserInputError` naming it, unless ``skip_missing`` is set:
+    then it is left out and listed in :attr:`missing`.
+    """
+
+    categories: tuple[str, ...] = ()
+    kind = "grid"
+    config_key = "imagenetc"  # the config_paths.yaml key of the dataset
+
+    def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike | None = None,
+                 quick: bool = False, skip_missing: bool = False):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserInputError(f"dataset folder {self.root} does not exist; set the '{self.config_key}' key in "
+                                 f"config_paths.yaml or pass --root PATH.")
+        self.split_file = Path(split_file) if split_file is not None else self.root / SPLIT_FILE
+        lines = read_split(self.split_file)
+        self.num_lines = len(lines)
+        self.lines = quick_subset(lines) if quick else lines
+        self.quick = quick
+        self.items: list[GridItem] = []
+        self.missing: list[MissingImage] = []
+        listing = _FolderListing()
+        for row, category in enumerate(self.categories):
+            for column in self.columns(category):
+                for line in self.lines:
+                    options = self.candidates(category, column, line)
+                    found = next((p for p in options if listing.exists(p)), None)
+                    if found is not None:
+                        self.items.append(GridItem(found, line.label, row, column, line.line_no))
+                    elif skip_missing:
+                        self.missing.append(MissingImage(options[0], line.line_no))
+                    else:
+                        raise UserInputError(
+                            f"image {options[0]} (line {line.line_no} of {self.split_file}) does not exist; "
+                            f"complete the dataset or pass --skip-missing to leave such images out.")
+
+    def columns(self, category: str) -> Sequence[int]:
+        """Grid columns read from disk for ``category`` (one pass with ALL_COLUMNS for the clean images)."""
+        return (ALL_COLUMNS,) if category == "clean" else range(len(SEVERITIES))
+
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.categories), len(SEVERITIES)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, int, bool]:
+        item = self.items[index]
+        try:
+            image, decoded = load_eval_uint8(item.path), True
+        except (OSError, ValueError, RuntimeError):
+            image, decoded = torch.zeros(3, CROP, CROP, dtype=torch.uint8), False
+        return image, item.label, item.row, item.column, index, decoded
+
+    def describe(self) -> dict:
+        """Summary for the results' metadata."""
+        return {"kind": self.kind, "root": str(self.root), "split_file": str(self.split_file),
+                "categories": list(self.categories), "images_in_split": self.num_lines,
+                "images_used": len(self.lines), "quick": self.quick, "files": len(self.items),
+                "missing": len(self.missing)}
+
+
+class ImagenetC(CorruptionGrid):
+    """ImageNet-C: 15 corruptions (``<group>/<corruption>/<sev>/``), ``color/<sev>/`` and ``clean/``."""
+
+    categories = IMAGENETC_CATEGORIES
+    kind = "imagenetc"
+    config_key = "imagenetc"
+
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+        if category == "clean":
+            return [self.root / "clean" / with_jpg_suffix(line.path)]
+        severity = str(SEVERITIES[column])
+        if category == "colwarp":
+            return [self.root / "color" / severity / with_jpg_suffix(line.path)]
+        group = next(g for g, names in IMAGENETC_GROUPS.items() if category in names)
+        return [self.root / group / category / severity / line.path]
+
+
+class ImagenetCBar(CorruptionGrid):
+    """ImageNet-C-Bar: 10 corruptions (``<corruption>/<sev>/``) and ``clean/``."""
+
+    categories = IMAGENETC_BAR_CATEGORIES
+    kind = "imagenetc-bar"
+    config_key = "imagenetc-bar"
+
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+        if category == "clean":
+            return [self.root / "clean" / with_jpg_suffix(line.path)]
+        return [self.root / category / str(SEVERITIES[column]) / line.path]
+
+
+class ImagenetCMixed(CorruptionGrid):
+    """ImageNet-C-Mixed: one row, ``<sev>/<line path>`` stored as ``.JPEG`` or ``.jpg``."""
+
+    categories = IMAGENETC_MIXED_CATEGORIES
+    kind = "imagenetc-mixed"
+    config_key = "imagenetc-mixed"
+
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+        folder = self.root / str(SEVERITIES[column])
+        options = [folder / line.path]
+        if with_jpg_suffix(line.path) != line.path:
+            options.append(folder / with_jpg_suffix(line.path))
+        return options
+
+
+DATASETS: dict[str, type[CorruptionGrid]] = {
+    "imagenetc": ImagenetC,
+    "imagenetc-bar": ImagenetCBar,
+    "imagenetc-mixed": ImagenetCMixed,
+}

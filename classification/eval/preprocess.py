@@ -1,0 +1,201 @@
+"""Evaluation preprocessing (SPEC §6.1): decode RGB, short side 232 with OpenCV INTER_AREA semantics,
+centre crop 224, ImageNet normalisation.
+
+The resize is re-implemented in NumPy so that no OpenCV is needed. Both axes are separable:
+
+* shrinking (both axes scale down or keep their size): every output pixel is the area-weighted mean of
+  the source pixels its footprint covers, accumulated in floating point and rounded to uint8;
+* enlarging (any axis grows, e.g. ImageNet-C's 224x224 files -> 232): a two-tap rule per axis with
+  double-precision ``inv = dst/src`` and ``scale = 1/inv``, coefficients rounded to 11-bit fixed
+  point and the two passes combined with the integer arithmetic OpenCV uses for 8-bit images.
+
+Only the output rows/columns that survive the centre crop are computed.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+RESIZE_SHORT = 232
+CROP = 224
+COEF_BITS = 11
+COEF_SCALE = 1 << COEF_BITS
+
+
+@dataclass(frozen=True)
+class AxisTaps:
+    """Sparse resampling weights along one axis: ``out[i] = sum_t weight[i, t] * src[index[i, t]]``."""
+
+    index: np.ndarray  # (n_out, taps) int64
+    weight: np.ndarray  # (n_out, taps) float32 area weights, or int32 fixed-point coefficients
+
+
+def resized_size(height: int, width: int, short: int = RESIZE_SHORT) -> tuple[int, int]:
+    """(height, width) after scaling the short side to ``short`` (long side rounded with Python's round)."""
+    if height <= width:
+        return short, round(width * short / height)
+    return round(height * short / width), short
+
+
+def crop_offset(size: int, crop: int = CROP) -> int:
+    """Top/left offset of the centre crop: floor((size - crop) / 2)."""
+    return (size - crop) // 2
+
+
+@functools.lru_cache(maxsize=256)
+def area_taps(src: int, dst: int, start: int, stop: int) -> AxisTaps:
+    """Area-averaging weights (OpenCV INTER_AREA, shrinking) for output indices ``start..stop-1``."""
+    scale = src / dst
+    rows: list[list[tuple[int, float]]] = []
+    for d in range(start, stop):
+        start = d * scale
+        end = start + scale
+        cell = min(scale, src - start)
+        first = min(math.ceil(start), src - 1)
+        last = min(math.floor(end), src - 1)
+        first = min(first, last)
+        taps: list[tuple[int, float]] = []
+        if first - start > 1e-3:
+            taps.append((first - 1, (first - start) / cell))
+        taps.extend((s, 1.0 / cell) for s in range(first, last))
+        if end - last > 1e-3:
+            taps.append((last, min(end - last, 1.0, cell) / cell))
+        rows.append(taps)
+    width = max(len(t) for t in rows)
+    index = np.zeros((len(rows), width), dtype=np.int64)
+    weight = np.zeros((len(rows), width), dtype=np.float32)
+    for i, taps in enumerate(rows):
+        for t, (s, w) in enumerate(taps):
+            index[i, t] = s
+            weight[i, t] = w
+    return AxisTaps(index, weight)
+
+
+@functools.lru_cache(maxsize=256)
+def enlarge_taps(src: int, dst: int, start: int, stop: int) -> AxisTaps:
+    """OpenCV INTER_AREA enlarging rule with 11-bit fixed-point coefficients, for output indices ``start..stop-1``."""
+    inv = np.float64(dst) / np.float64(src)
+    scale = np.float64(1.0) / inv
+    d = np.arange(start, stop, dtype=np.float64)
+    sx = np.floor(d * scale).astype(np.int64)
+    f = ((d + 1) - (sx + 1) * inv).astype(np.float32)
+    f = np.where(f <= 0, np.float32(0), f - np.floor(f)).astype(np.float32)
+    f = np.where(sx < 0, np.float32(0), f)
+    sx = np.maximum(sx, 0)
+    at_end = sx >= src - 1
+    f = np.where(at_end, np.float32(0), f)
+    sx = np.where(at_end, src - 1, sx)
+    coef = np.stack([np.rint((np.float32(1) - f) * COEF_SCALE), np.rint(f * COEF_SCALE)], axis=1).astype(np.int32)
+    index = np.stack([sx, np.minimum(sx + 1, src - 1)], axis=1)
+    return AxisTaps(index, coef)
+
+
+def _resample(image: np.ndarray, taps: AxisTaps, axis: int, dtype: type) -> np.ndarray:
+    """Resample ``axis`` (0 = rows, 1 = columns) of ``image`` (H, W, C) with ``taps``, computing in ``dtype``.
+
+    Columns are gathered on the (H, W*C) view of the image, which is much faster than a strided gather;
+    products are accumulated in place to keep allocations few.
+    """
+    height, width, channels = image.shape
+    flat = image.reshape(height, -1)
+    index, weight = taps.index, taps.weight.astype(dtype)
+    if axis == 0:
+        weight = weight[:, None, :]
+    else:
+        index = (index[:, None, :] * channels + np.arange(channels)[None, :, None]).reshape(-1, index.shape[1])
+        weight = np.repeat(weight, channels, axis=0)[None]
+    out = np.take(flat, index[:, 0], axis=axis).astype(dtype)
+    out *= weight[..., 0]
+    for t in range(1, index.shape[1]):
+        term = np.take(flat, index[:, t], axis=axis).astype(dtype)
+        term *= weight[..., t]
+        out += term
+    return out.reshape(len(taps.index), width, channels) if axis == 0 else out.reshape(height, len(taps.index), channels)
+
+
+def resize_area(image: np.ndarray, height: int, width: int,
+                rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> np.ndarray:
+    """Resize a uint8 (H, W, 3) image to (height, width) with OpenCV INTER_AREA semantics.
+
+    ``rows``/``cols`` = (start, stop) restrict the output to that window of the full resized image.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"expected an 8-bit (H, W, C) image, got {image.dtype} {image.shape}")
+    src_h, src_w = image.shape[:2]
+    rows = rows or (0, height)
+    cols = cols or (0, width)
+    if src_h == height and src_w == width:
+        return image[rows[0]:rows[1], cols[0]:cols[1]].copy()
+    if height <= src_h and width <= src_w:
+        row_taps = area_taps(src_h, height, *rows)
+        col_taps = area_taps(src_w, width, *cols)
+        out = _resample(_resample(image, col_taps, 1, np.float32), row_taps, 0, np.float32)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    row_taps = enlarge_taps(src_h, height, *rows)
+    col_taps = enlarge_taps(src_w, width, *cols)
+    # Horizontal pass in integers (x 2^11); the vertical pass follows OpenCV's vectorised 8-bit path:
+    # each term is (beta * (h >> 4)) >> 16, and the sum is rounded by (. + 2) >> 2.
+    horizontal = _resample(image, col_taps, 1, np.int32)
+    out = None
+    for t in range(row_taps.index.shape[1]):
+        term = (row_taps.weight[:, t, None, None] * (horizontal[row_taps.index[:, t]] >> 4)) >> 16
+        out = term if out is None else out + term
+    return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def resize_crop(image: np.ndarray, short: int = RESIZE_SHORT, crop: int = CROP) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (crop, crop, 3): short side to ``short`` (INTER_AREA), then centre crop."""
+    height, width = resized_size(image.shape[0], image.shape[1], short)
+    top, left = crop_offset(height, crop), crop_offset(width, crop)
+    return resize_area(image, height, width, rows=(top, top + crop), cols=(left, left + crop))
+
+
+def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) array -> uint8 (3, H, W) tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def normalize_uint8(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> ImageNet-normalised floats (on the images' device)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype, device=images.device).view(3, 1, 1)
+    return images.to(dtype).div_(255).sub_(mean).div_(std)
+
+
+def decode_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to a uint8 (H, W, 3) RGB array.
+
+    torchvision's libjpeg-turbo decoder is about twice as fast as PIL's on ImageNet-C's small JPEGs
+    (benchmarks/bench_eval_loader.py); formats it cannot read fall back to PIL.
+    """
+    try:
+        chw = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    return chw.permute(1, 2, 0).contiguous().numpy()
+
+
+def decode_rgb_pil(path: str | os.PathLike) -> np.ndarray:
+    """:func:`decode_rgb` through PIL only (kept for the loader benchmark's comparison)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def load_eval_uint8(path: str | os.PathLike) -> torch.Tensor:
+    """Decode, resize 232 (INTER_AREA), centre crop 224 -> uint8 (3, 224, 224); normalise on the device later."""
+    return to_chw_tensor(resize_crop(decode_rgb(path)))
+
+
+def load_eval_image(path: str | os.PathLike) -> torch.Tensor:
+    """The evaluation input of one image file: decode, resize 232, crop 224, normalise -> float (3, 224, 224)."""
+    return normalize_uint8(load_eval_uint8(path))

@@ -1,0 +1,338 @@
+"""Benchmark builder (SPEC §8): ImageNet-C-style evaluation sets rendered from ImageNet val class folders.
+
+Every source image is resized (short side 256, bilinear) and centre-cropped to 224x224 as ImageNet-C
+was, then written, as JPEG quality 85, in the layouts ``classification/eval/imagenetc.py`` reads:
+
+* ``<group>/<corruption>/<sev>/<wnid>/<stem>.JPEG``: the 15 ImageNet-C corruptions (19 with
+  ``--extra``; the extra four go to blur/, digital/, noise/ and weather/, see :data:`EXTRA_GROUPS`);
+* ``clean/<wnid>/<stem>.jpg``: the crop itself;
+* ``color/<sev>/<wnid>/<stem>.jpg``: one of SyMPIE's colour warps (darken, sunset, night, white),
+  drawn uniformly per image and severity;
+* ``mixed/<sev>/<wnid>/<stem>.JPEG``: ImageNet-C-Mixed, 2 or 3 distinct ImageNet-C corruptions (drawn
+  per image and severity) applied in sequence at that severity;
+* ``images.txt`` (and ``mixed/images.txt``): ``<wnid>/<stem>.JPEG <class index>`` per rendered image.
+
+Determinism: every random draw derives from (seed, what, severity, image index), the index being the
+image's position in the sorted listing of the whole val folder, so the same seed gives the same bytes
+whatever ``--limit``, ``--workers`` or interruptions. A run skips files that exist (each file is
+written under a temporary name and renamed), and ``render_manifest.json`` refuses a resume with
+another seed or another val folder size.
+
+    python classification/eval/render.py --val /data/imagenet/val_classes --out /data/sympie-bench --workers 8
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from timm.data import ImageNetInfo
+from tqdm import tqdm
+
+from classification.atomic import atomic_path, write_json
+from classification.errors import UserInputError, report_user_errors
+from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, corrupt
+
+log = logging.getLogger(__name__)
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "digital": ("contrast", "elastic_transform", "jpeg_compression", "pixelate"),
+    "noise": ("gaussian_noise", "impulse_noise", "shot_noise"),
+    "weather": ("brightness", "fog", "frost", "snow"),
+}
+EXTRA_GROUPS: dict[str, tuple[str, ...]] = {
+    "blur": ("gaussian_blur",),
+    "digital": ("saturate",),
+    "noise": ("speckle_noise",),
+    "weather": ("spatter",),
+}
+GROUP_OF: dict[str, str] = {name: group for table in (GROUPS, EXTRA_GROUPS) for group, names in table.items()
+                            for name in names}
+COLOR_WARPS = ("darken", "sunset", "night", "white")
+MIXED_COUNTS = (2, 3)
+SEVERITIES = (1, 2, 3, 4, 5)
+PARTS = ("imagenet-c", "clean", "color", "mixed")
+RESIZE, CROP = 256, 224
+JPEG_QUALITY = 85
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+MANIFEST = "render_manifest.json"
+SPLIT_FILE = "images.txt"
+
+
+# --------------------------------------------------------------------------- what to render
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One ImageNet val image; ``index`` is its position in the sorted listing of the whole folder."""
+
+    index: int
+    wnid: str
+    path: Path
+
+    @property
+    def line_path(self) -> str:
+        return f"{self.wnid}/{self.path.stem}.JPEG"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Apply corruption ``name`` at ``severity`` with random seed ``seed``."""
+
+    name: str
+    severity: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file to write: the crop after ``steps`` (none for clean), saved as JPEG."""
+
+    path: Path
+    steps: tuple[Step, ...]
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed that depends only on ``parts`` (stable across processes and Python versions)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """Where and what to render; :meth:`outputs` lists every file of one source image."""
+
+    out: Path
+    seed: int
+    corruptions: tuple[str, ...]
+    parts: tuple[str, ...]
+
+    def outputs(self, image: SourceImage) -> list[Output]:
+        wnid, stem, index = image.wnid, image.path.stem, image.index
+        outputs: list[Output] = []
+        if "imagenet-c" in self.parts:
+            for name in self.corruptions:
+                for sev in SEVERITIES:
+                    path = self.out / GROUP_OF[name] / name / str(sev) / wnid / f"{stem}.JPEG"
+                    outputs.append(Output(path, (Step(name, sev, derive_seed(self.seed, name, sev, index)),)))
+        if "clean" in self.parts:
+            outputs.append(Output(self.out / "clean" / wnid / f"{stem}.jpg", ()))
+        if "color" in self.parts:
+            for sev in SEVERITIES:
+                rng = random.Random(derive_seed(self.seed, "color", sev, index))
+                step = Step(rng.choice(COLOR_WARPS), sev, rng.getrandbits(63))
+                outputs.append(Output(self.out / "color" / str(sev) / wnid / f"{stem}.jpg", (step,)))
+        if "mixed" in self.parts:
+            for sev in SEVERITIES:
+                rng = random.Random(derive_seed(self.seed, "mixed", sev, index))
+                names = rng.sample(IMAGENET_C, rng.choice(MIXED_COUNTS))
+                steps = tuple(Step(name, sev, rng.getrandbits(63)) for name in names)
+                outputs.append(Output(self.out / "mixed" / str(sev) / wnid / f"{stem}.JPEG", steps))
+        return outputs
+
+
+# --------------------------------------------------------------------------- sources and split file
+
+def imagenet_class_index() -> dict[str, int]:
+    """wnid -> class index (0..999) in sorted-wnid order."""
+    return {wnid: index for index, wnid in enumerate(sorted(ImageNetInfo().label_names()))}
+
+
+def list_sources(val: Path) -> list[SourceImage]:
+    """Every image of the class folders of ``val``, sorted by (wnid, file name)."""
+    if not val.is_dir():
+        raise UserInputError(f"ImageNet val folder {val} does not exist; pass --val with the class folders "
+                             f"written by make_clas_val.py.")
+    class_index = imagenet_class_index()
+    sources: list[SourceImage] = []
+    for class_dir in sorted(p for p in val.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if class_dir.name not in class_index:
+            raise UserInputError(f"folder {class_dir} is not named after an ImageNet-1k wnid; --val must hold "
+                                 f"one folder per class as written by make_clas_val.py.")
+        for path in sorted(class_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+                sources.append(SourceImage(len(sources), class_dir.name, path))
+    if not sources:
+        raise UserInputError(f"{val} holds no images in class folders (<wnid>/<file>.JPEG); "
+                             f"run make_clas_val.py first and pass its --out as --val.")
+    return sources
+
+
+def spread_subset(sources: Sequence[SourceImage], limit: int | None) -> list[SourceImage]:
+    """``limit`` images spread evenly over the sorted list (so over the classes); all when None."""
+    if limit is None or limit >= len(sources):
+        return list(sources)
+    return [sources[i * len(sources) // limit] for i in range(limit)]
+
+
+def write_split(path: Path, images: Iterable[SourceImage]) -> None:
+    class_index = imagenet_class_index()
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{im.line_path} {class_index[im.wnid]}\n" for im in images))
+
+
+def check_manifest(out: Path, seed: int, num_sources: int) -> None:
+    """Create ``out`` with a manifest, or check that it was made with the same seed and source count."""
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            recorded = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            raise UserInputError(f"{manifest} is not valid JSON; delete the output folder or fix the file.") from None
+        if recorded.get("seed") != seed:
+            raise UserInputError(f"{out} was rendered with seed {recorded.get('seed')}, not {seed}; pass "
+                                 f"--seed {recorded.get('seed')} to resume it or choose another --out.")
+        if recorded.get("num_source_images") != num_sources:
+            raise UserInputError(f"{out} was rendered from a val folder of {recorded.get('num_source_images')} "
+                                 f"images, this one has {num_sources}; use the same --val or another --out.")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserInputError(f"{out} is not empty and has no {MANIFEST}; choose an empty or new --out folder.")
+    write_json(manifest, {"seed": seed, "num_source_images": num_sources, "resize": RESIZE, "crop": CROP,
+                          "jpeg_quality": JPEG_QUALITY}, indent=2)
+
+
+# --------------------------------------------------------------------------- rendering
+
+def load_crop(path: Path) -> np.ndarray:
+    """Decode RGB, Resize(256) (short side, bilinear, antialiased) and CenterCrop(224): HxWx3 uint8."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UserInputError(f"cannot decode image {path} ({err}); replace or delete it, then run again "
+                             f"(finished files are kept).") from None
+    image = TF.center_crop(TF.resize(image, RESIZE, interpolation=TF.InterpolationMode.BILINEAR), CROP)
+    return np.asarray(image)
+
+
+def apply_steps(image: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
+    for step in steps:
+        image = corrupt(image, step.name, step.severity, seed=step.seed)
+    return image
+
+
+def save_jpeg(image: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+
+
+def render_image(plan: RenderPlan, image: SourceImage) -> int:
+    """Write the missing outputs of one source image; returns how many files were written."""
+    todo = [o for o in plan.outputs(image) if not o.path.exists()]
+    if todo:
+        crop = load_crop(image.path)
+        for output in todo:
+            save_jpeg(apply_steps(crop, output.steps), output.path)
+    return len(todo)
+
+
+_WORKER_PLAN: RenderPlan | None = None
+
+
+def _init_worker(plan: RenderPlan) -> None:
+    global _WORKER_PLAN
+    _WORKER_PLAN = plan
+    torch.set_num_threads(1)
+
+
+def _render_in_worker(image: SourceImage) -> int:
+    assert _WORKER_PLAN is not None
+    return render_image(_WORKER_PLAN, image)
+
+
+def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> int:
+    """Render ``images`` in this process (workers=0) or in a pool; returns the number of files written."""
+    bar = tqdm(total=len(images), desc="rendering", unit="img")
+    written = 0
+    try:
+        if workers == 0:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # 224x224 ops: threads only add contention
+            for image in images:
+                written += render_image(plan, image)
+                bar.update()
+                bar.set_postfix(files=written, refresh=False)
+            torch.set_num_threads(threads)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:
+                for count in pool.imap_unordered(_render_in_worker, images):
+                    written += count
+                    bar.update()
+                    bar.set_postfix(files=written, refresh=False)
+    finally:
+        bar.close()
+    return written
+
+
+def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, corruptions: Sequence[str] | None = None,
+           extra: bool = False, limit: int | None = None, workers: int = 0) -> dict:
+    """Render the benchmark; returns a summary (images, files written, files present, seconds)."""
+    start = time.perf_counter()
+    if corruptions is None:
+        corruptions = IMAGENET_C + (tuple(n for names in EXTRA_GROUPS.values() for n in names) if extra else ())
+    unknown = [n for n in corruptions if n not in GROUP_OF or n not in CORRUPTIONS]
+    if unknown:
+        raise UserInputError(f"unknown corruption {unknown[0]!r}; choose among {', '.join(GROUP_OF)}.")
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit must be a positive number of images, got {limit}.")
+    if workers < 0:
+        raise UserInputError(f"--workers must be 0 (in this process) or more, got {workers}.")
+    sources = list_sources(val)
+    check_manifest(out, seed, len(sources))
+    plan = RenderPlan(out, seed, tuple(corruptions), tuple(parts))
+    images = spread_subset(sources, limit)
+    total_files = len(images) * len(plan.outputs(images[0]))
+    written = _render_all(plan, images, workers)
+    write_split(out / SPLIT_FILE, images)
+    if "mixed" in parts:
+        write_split(out / "mixed" / SPLIT_FILE, images)
+    summary = {"images": len(images), "written": written, "present": total_files - written,
+               "seconds": round(time.perf_counter() - start, 3)}
+    log.info("%d images: %d files written, %d already present, in %.1f s; split file %s",
+             summary["images"], summary["written"], summary["present"], summary["seconds"], out / SPLIT_FILE)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--val", required=True, type=Path, help="ImageNet val class folders (make_clas_val.py --out)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (new, or one to resume)")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="what to render (default: all of them)")
+    parser.add_argument("--extra", action="store_true",
+                        help="also the 4 extra ImageNet-C corruptions (gaussian_blur, saturate, speckle_noise, spatter)")
+    parser.add_argument("--corruptions", nargs="+", metavar="NAME", choices=list(GROUP_OF), default=None,
+                        help="render only these ImageNet-C corruptions (default: the 15, or 19 with --extra)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="render only N images, spread evenly over the classes (same files as a full run)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes, 0 = render in this process (default: all CPU cores)")
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return render(args.val, args.out, seed=args.seed, parts=args.parts, corruptions=args.corruptions,
+                  extra=args.extra, limit=args.limit, workers=args.workers)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,197 @@
+"""Accuracy grids on ImageNet-C, ImageNet-C-Bar or ImageNet-C-Mixed, with or without SyMPIE (SPEC §6.2).
+
+    python validate.py                         # rn50_2 alone -> json/none_rn50_2.json
+    python validate.py --colm sympie           # SyMPIE + rn50_2 -> json/sympie_rn50_2.json
+    python validate.py --bar --quick --clas rn18
+    torchrun --nproc-per-node=8 validate.py    # sharded over 8 processes, same grid
+
+The grid JSON is a list of rows (categories) of 5 accuracies in percent (severities 1..5), written with
+``json.dump``; a ``.meta.json`` sidecar holds the counts per cell and the run's provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torch.distributed as dist
+import torchvision
+
+from classification.atomic import write_json
+from classification.classifiers import build_classifier
+from classification.errors import UserInputError, report_user_errors
+from classification.eval.evaluate import (CHECKPOINT_DIR, GridCounts, build_eval_model, distributed_rank_world,
+                                          evaluate_grid, resolve_colm)
+from classification.eval.imagenetc import DATASETS, CorruptionGrid
+from classification.paths import add_config_argument, dataset_path
+
+log = logging.getLogger("validate")
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "json"
+MAX_LISTED_MISSING = 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--clas", default="rn50_2", help="classifier name (classification/classifiers.py), "
+                                                         "'timm:<model>' or a model file")
+    parser.add_argument("--colm", default="none", help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} "
+                                                       f"(without .pth) or a path")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="loader processes per rank")
+    parser.add_argument("--debug", action="store_true", help="evaluate one batch only (output gets a debug_ prefix)")
+    parser.add_argument("--quick", action="store_true", help="1/50 of the images (the authors' subset)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--bar", action="store_true", help="ImageNet-C-Bar instead of ImageNet-C")
+    group.add_argument("--mixed", action="store_true", help="ImageNet-C-Mixed instead of ImageNet-C")
+    add_config_argument(parser)
+    parser.add_argument("--root", default=None, help="dataset folder (overrides config_paths.yaml)")
+    parser.add_argument("--split", default=None, help="split file (default: <root>/images.txt)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="leave out split lines whose image is missing (counted and reported) instead of stopping")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available; "
+                                                       "under torchrun cuda:LOCAL_RANK)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the JSON grids")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU); "
+                                                           "the protocol is fp32")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument("--random-init", action="store_true",
+                        help="random classifier weights (smoke tests and benchmarks; no download)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def dataset_key(args: argparse.Namespace) -> str:
+    return "imagenetc-bar" if args.bar else "imagenetc-mixed" if args.mixed else "imagenetc"
+
+
+def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
+    """``{debug_}{bar_|mixed_}{quick_}{colm}_{clas}.json`` (the authors' naming; debug runs are marked)."""
+    colm = "none" if colm_path is None else (args.colm if colm_path.parent == CHECKPOINT_DIR and colm_path.stem == args.colm
+                                             else colm_path.stem)
+    clas = Path(args.clas).stem if os.sep in args.clas or "/" in args.clas else args.clas
+    clas = re.sub(r"[^A-Za-z0-9_.-]", "-", clas)
+    prefix = ("debug_" if args.debug else "") + ("bar_" if args.bar else "mixed_" if args.mixed else "") + \
+             ("quick_" if args.quick else "")
+    return f"{prefix}{colm}_{clas}.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import open_clip
+    import timm
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__, "timm": timm.__version__,
+            "open_clip": open_clip.__version__}
+
+
+def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCounts, colm_path: Path | None,
+             started: datetime, seconds: float, device: torch.device, world: int) -> dict:
+    return {
+        "grid": counts.accuracy(),
+        "rows": list(dataset.categories),
+        "columns": ["severity 1", "severity 2", "severity 3", "severity 4", "severity 5"],
+        "correct": counts.correct.tolist(),
+        "total": counts.total.tolist(),
+        "dataset": dataset.describe(),
+        "missing_images": [{"path": str(m.path), "line": m.line_no} for m in dataset.missing[:MAX_LISTED_MISSING]],
+        "classifier": args.clas,
+        "pretrained": not args.random_init,
+        "checkpoint": None if colm_path is None else {"path": str(colm_path.resolve()), "sha256": sha256(colm_path)},
+        "debug": args.debug,
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(dataset) / seconds, 2) if seconds > 0 and not args.debug else None,
+        "device": str(device),
+        "world_size": world,
+        "batch_size": args.batch_size,
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+        "command": " ".join(sys.argv),
+        "versions": versions(),
+    }
+
+
+def choose_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group (NCCL on CUDA, gloo on CPU); False when not launched by torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> Path | None:
+    """Run the evaluation; returns the path of the grid JSON on rank 0 (None on the other ranks)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.batch_size < 1:
+        raise UserInputError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    key = dataset_key(args)
+    root = dataset_path(key, args.config, args.root)
+    colm_path = resolve_colm(args.colm)
+    device = choose_device(args.device)
+    started_group = init_distributed(device)
+    try:
+        rank, world = distributed_rank_world()
+        dataset = DATASETS[key](root, args.split, quick=args.quick, skip_missing=args.skip_missing)
+        if dataset.missing and rank == 0:
+            log.warning("%d images listed in %s are missing and were skipped (first: %s, line %d)",
+                        len(dataset.missing), dataset.split_file, dataset.missing[0].path, dataset.missing[0].line_no)
+        if len(dataset) == 0:
+            raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
+        model = build_eval_model(build_classifier(args.clas, pretrained=not args.random_init), colm_path)
+        if rank == 0:
+            log.info("%s: %d files (%d images x %d categories), classifier %s, SyMPIE %s, %d process(es) on %s",
+                     key, len(dataset), len(dataset.lines), len(dataset.categories), args.clas,
+                     colm_path or "none", world, device)
+        started = datetime.now(timezone.utc)
+        tic = time.perf_counter()
+        counts = evaluate_grid(model, dataset, batch_size=args.batch_size, workers=args.workers, device=device,
+                               amp=args.amp, channels_last=args.channels_last, debug=args.debug,
+                               progress=not args.no_progress)
+        seconds = time.perf_counter() - tic
+        if rank != 0:
+            return None
+        out = Path(args.out) / output_name(args, colm_path)
+        write_json(out, counts.accuracy())
+        write_json(out.with_suffix(".meta.json"),
+                   metadata(args, dataset, counts, colm_path, started, seconds, device, world), indent=1)
+        log.info("wrote %s (%.1f s, %.1f images/s)", out, seconds, len(dataset) / max(seconds, 1e-9))
+        return out
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
