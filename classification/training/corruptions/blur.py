@@ -29,68 +29,80 @@ def defocus_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> 
     return filters.correlate2d(x, defocus_kernel(radius, alias_blur), "reflect").clamp_(0, 1)
 
 
-@lru_cache(maxsize=32)
-def _glass_waves(h: int, w: int, d: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Pixel positions of the swap steps of :func:`glass_blur`, grouped into waves of disjoint swaps.
+def _glass_prefilter(x: torch.Tensor, sigma: float, max_delta: int, iterations: int) -> torch.Tensor:
+    """The reference's first glass-blur Gaussian, truncated to uint8.
 
-    The sequential loop visits (row, col) from (h-d, w-d) down to (d+1, d+1), row-major, and swaps
-    each pixel with one at an offset in [-d, d-1]^2. Two steps can only touch a common pixel if they
-    are less than 2d apart in both rows and columns, so steps whose visiting rank
-    ``f = 2d*(h-d-row) + (w-d-col)`` agrees modulo 4d^2 never interact: each such class is one wave of
-    simultaneous swaps. Waves run in the order of that residue, which keeps the sequential order for
-    every interacting pair except those straddling a multiple of 4d^2 in rank.
+    The reference passes the whole severity tuple as the per-axis sigmas of an (H,W,3) Gaussian, so
+    it blurs rows by ``sigma``, columns by ``max_delta`` and across the three channels by
+    ``iterations`` (border replicate everywhere). The statistics of ``corruption_stats.json`` depend
+    on that channel mixing, so it is reproduced.
+    """
+    x = filters.gaussian_filter1d(filters.gaussian_filter1d(x, sigma, -2), max_delta, -1)
+    radius = int(4.0 * iterations + 0.5)
+    kernel = tuple(filters.gaussian_kernel1d(iterations, radius).tolist())
+    mixing = filters.filter_matrix(x.shape[1], kernel, "replicate").to(x.device, x.dtype)
+    x = torch.einsum("oc,bchw->bohw", mixing, x)
+    return torch.floor(x * 255) / 255
 
-    Returns the flat positions (row*w + col) sorted by wave and the start offset of each wave.
+
+@lru_cache(maxsize=16)
+def _shuffle_grid(h: int, w: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions of the glass-blur steps in visiting order, and every pixel's visiting rank.
+
+    The loop visits rows h-d down to d+1 and, in each, columns w-d down to d+1. Pixels it never
+    visits get a rank larger than any step's.
     """
     rows = torch.arange(h - d, d, -1)
     cols = torch.arange(w - d, d, -1)
-    rank = (2 * d * (h - d - rows))[:, None] + (w - d - cols)[None, :]
-    period = 4 * d * d
-    wave = rank.remainder(period).reshape(-1)
     positions = (rows[:, None] * w + cols[None, :]).reshape(-1)
-    order = torch.sort(wave * rank.numel() + rank.reshape(-1)).indices
-    counts = torch.bincount(wave, minlength=period).tolist()
-    starts = [0]
-    for count in counts:
-        starts.append(starts[-1] + count)
-    return positions[order], tuple(starts)
+    rank = torch.full((h * w,), positions.numel(), dtype=torch.long)
+    rank[positions] = torch.arange(positions.numel())
+    return positions, rank
 
 
-def local_swaps(x: torch.Tensor, max_delta: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
-    """ImageNet-C's glass-blur pixel shuffling of (B,C,H,W), vectorised in waves of disjoint swaps."""
-    b, c, h, w = x.shape
-    d = max_delta
-    positions, starts = _glass_waves(h, w, d)
-    n = positions.numel()
-    if n == 0:
-        return x
-    device = x.device
-    pixels = x.permute(0, 2, 3, 1).reshape(b * h * w, c).contiguous()
-    image_offset = torch.arange(b, device=device) * (h * w)
-    # Step-major layout (step, image) so that every wave is a contiguous slice.
-    first = (positions.to(device)[:, None] + image_offset[None, :]).reshape(-1)
-    for _ in range(iterations):
-        delta = torch.randint(-d, d, (b, n, 2), generator=generator, device=device)
-        shift = (delta[..., 0] * w + delta[..., 1]).T.reshape(-1)
-        second = first + shift
-        for start, stop in zip(starts[:-1], starts[1:]):
-            if start == stop:
-                continue
-            p = first[start * b : stop * b]
-            q = second[start * b : stop * b]
-            at_p = pixels.index_select(0, p)
-            pixels.index_copy_(0, p, pixels.index_select(0, q))
-            pixels.index_copy_(0, q, at_p)
-    return pixels.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+def shuffle_sources(h: int, w: int, d: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Where every pixel's value comes from after one pass of the reference's local shuffle.
+
+    The reference loop visits each step position p in turn and executes the Python tuple "swap"
+    ``x[p], x[q] = x[q], x[p]`` on a NumPy image, with q = p + (dy, dx), ``offsets`` (B, steps, 2)
+    holding (dx, dy) per step. Because the right-hand side holds views, that statement only copies:
+    x[p] <- x[q]. Each pixel is written once, at its own step, so its final value is the value q had
+    then: q's final value if q was visited earlier, else q's original value. That chain is resolved
+    for all pixels at once by pointer jumping (O(log chain length) gathers, no loop over pixels).
+
+    Returns (B, h*w) flat source indices into the image before the pass.
+    """
+    positions, rank = _shuffle_grid(h, w, d)
+    device = offsets.device
+    positions, rank = positions.to(device), rank.to(device)
+    b = offsets.shape[0]
+    source = (positions + offsets[..., 1] * w + offsets[..., 0]).long()  # (B, steps)
+    pointer = torch.arange(h * w, device=device).repeat(b, 1)
+    pointer[:, positions] = source
+    linked = torch.zeros(b, h * w, dtype=torch.bool, device=device)
+    linked[:, positions] = rank[source] < rank[positions]
+    resolved = ~linked
+    while not bool(resolved.all()):
+        jumped = pointer.gather(1, pointer)
+        resolved_next = resolved.gather(1, pointer)
+        pointer = torch.where(resolved, pointer, jumped)
+        resolved = resolved | resolved_next
+    return pointer
 
 
 @register("glass_blur")
 def glass_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian blur, truncation to uint8, local pixel swaps, Gaussian blur again."""
+    """Blur, truncate to uint8, shuffle pixels locally (``iterations`` passes), blur again."""
     sigma, max_delta, iterations = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))[severity - 1]
-    x = torch.floor(filters.gaussian_filter(x, sigma) * 255) / 255
-    x = local_swaps(x, max_delta, iterations, generator)
-    return filters.gaussian_filter(x, sigma).clamp_(0, 1)
+    b, c, h, w = x.shape
+    x = _glass_prefilter(x, sigma, max_delta, iterations)
+    steps = _shuffle_grid(h, w, max_delta)[0].numel()
+    flat = x.reshape(b, c, h * w)
+    for _ in range(iterations):
+        offsets = torch.randint(-max_delta, max_delta, (b, steps, 2), generator=generator, device=x.device)
+        sources = shuffle_sources(h, w, max_delta, offsets)
+        flat = flat.gather(2, sources[:, None, :].expand(b, c, h * w))
+    return filters.gaussian_filter(flat.reshape(b, c, h, w), sigma).clamp_(0, 1)
 
 
 @register("motion_blur")

@@ -57,7 +57,7 @@ def gaussian_kernel1d(sigma: float, radius: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _filter_matrix(n: int, kernel: tuple[float, ...], border: str) -> torch.Tensor:
+def filter_matrix(n: int, kernel: tuple[float, ...], border: str) -> torch.Tensor:
     """The (n, n) matrix of a centred 1-D correlation with ``kernel`` under ``border`` (float64, CPU)."""
     radius = len(kernel) // 2
     source = border_index(n, radius, radius, border)
@@ -83,7 +83,7 @@ def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, border: str) ->
         for t in range(1, taps):
             out.add_(padded.narrow(dim, t, n), alpha=weights[t])
         return out
-    matrix = _filter_matrix(n, tuple(kernel.tolist()), border).to(x.device, x.dtype)
+    matrix = filter_matrix(n, tuple(kernel.tolist()), border).to(x.device, x.dtype)
     if dim in (-1, x.dim() - 1):
         return x @ matrix.T
     return matrix @ x
@@ -115,11 +115,17 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Ten
 
 def gaussian_filter(x: torch.Tensor, sigma: float, border: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian of every channel of ``x`` (B,C,H,W), radius ``int(truncate*sigma + 0.5)``."""
+    return gaussian_filter1d(gaussian_filter1d(x, sigma, -1, border, truncate), sigma, -2, border, truncate)
+
+
+def gaussian_filter1d(
+    x: torch.Tensor, sigma: float, dim: int, border: str = "replicate", truncate: float = 4.0
+) -> torch.Tensor:
+    """Gaussian along one dimension of ``x`` (-1 or -2), radius ``int(truncate*sigma + 0.5)``."""
     radius = int(truncate * sigma + 0.5)
     if radius == 0:
         return x.clone()
-    kernel = gaussian_kernel1d(sigma, radius)
-    return correlate1d(correlate1d(x, kernel, -1, border), kernel, -2, border)
+    return correlate1d(x, gaussian_kernel1d(sigma, radius), dim, border)
 
 
 def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
