@@ -23,6 +23,8 @@ another seed or another val folder size.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -37,9 +39,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
-from timm.data import ImageNetInfo
 from tqdm import tqdm
 
 from classification.atomic import atomic_path, write_json
@@ -146,8 +146,11 @@ class RenderPlan:
 
 # --------------------------------------------------------------------------- sources and split file
 
+@functools.lru_cache(maxsize=1)
 def imagenet_class_index() -> dict[str, int]:
     """wnid -> class index (0..999) in sorted-wnid order."""
+    from timm.data import ImageNetInfo  # imported here: worker processes never need it
+
     return {wnid: index for index, wnid in enumerate(sorted(ImageNetInfo().label_names()))}
 
 
@@ -215,8 +218,20 @@ def load_crop(path: Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserInputError(f"cannot decode image {path} ({err}); replace or delete it, then run again "
                              f"(finished files are kept).") from None
-    image = TF.center_crop(TF.resize(image, RESIZE, interpolation=TF.InterpolationMode.BILINEAR), CROP)
-    return np.asarray(image)
+    return np.asarray(resize_and_crop(image))
+
+
+def resize_and_crop(image: Image.Image) -> Image.Image:
+    """torchvision's ``Resize(256)`` + ``CenterCrop(224)`` on a PIL image (same arithmetic, without importing it)."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(RESIZE * long / short)
+    size = (RESIZE, new_long) if width <= height else (new_long, RESIZE)
+    if size != image.size:
+        image = image.resize(size, Image.BILINEAR)
+    left = int(round((size[0] - CROP) / 2.0))
+    top = int(round((size[1] - CROP) / 2.0))
+    return image.crop((left, top, left + CROP, top + CROP))
 
 
 def apply_steps(image: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
@@ -254,19 +269,28 @@ def _render_in_worker(image: SourceImage) -> int:
     return render_image(_WORKER_PLAN, image)
 
 
+@contextlib.contextmanager
+def _single_torch_thread():
+    """One intra-op thread: on 224x224 images more threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> int:
     """Render ``images`` in this process (workers=0) or in a pool; returns the number of files written."""
     bar = tqdm(total=len(images), desc="rendering", unit="img")
     written = 0
     try:
         if workers == 0:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # 224x224 ops: threads only add contention
-            for image in images:
-                written += render_image(plan, image)
-                bar.update()
-                bar.set_postfix(files=written, refresh=False)
-            torch.set_num_threads(threads)
+            with _single_torch_thread():
+                for image in images:
+                    written += render_image(plan, image)
+                    bar.update()
+                    bar.set_postfix(files=written, refresh=False)
         else:
             context = multiprocessing.get_context("spawn")
             with context.Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:

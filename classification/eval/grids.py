@@ -1,0 +1,211 @@
+"""Accuracy grids written by validate.py: loading, averages, mCE, terminal tables and heat maps (SPEC §6.3).
+
+A grid is a list of rows (categories, the dataset's order) of 5 accuracies in percent (severities 1..5).
+Tables are shown transposed: one row per severity plus ``avg``, one column per category plus ``avg``, the
+last column being the mean over the benchmark's corruptions only (ImageNet-C: the 15, without colwarp and
+clean; C-Bar: the 10).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from classification.atomic import atomic_path
+from classification.errors import UserInputError
+from classification.eval.imagenetc import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS, IMAGENETC_CATEGORIES,
+                                           IMAGENETC_CORRUPTIONS, IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
+
+# AlexNet top-1 error (%) per ImageNet-C corruption, averaged over the 5 severities, and on clean images.
+ALEXNET_ERRORS: dict[str, float] = {
+    "gaussian_noise": 88.6428, "shot_noise": 89.4468, "impulse_noise": 92.2640, "defocus_blur": 81.9880,
+    "glass_blur": 82.6268, "motion_blur": 78.5948, "zoom_blur": 79.8360, "snow": 86.6816, "frost": 82.6572,
+    "fog": 81.9324, "brightness": 56.4592, "contrast": 85.3204, "elastic_transform": 64.6056,
+    "pixelate": 71.7840, "jpeg_compression": 60.6500,
+}
+ALEXNET_CLEAN_ERROR = 43.5
+
+
+@dataclass(frozen=True)
+class GridKind:
+    """A benchmark's grid layout: its rows and the rows that enter the ``avg`` column."""
+
+    name: str
+    categories: tuple[str, ...]
+    averaged: tuple[str, ...]
+
+
+GRID_KINDS = (
+    GridKind("ImageNet-C", IMAGENETC_CATEGORIES, IMAGENETC_CORRUPTIONS),
+    GridKind("ImageNet-C-Bar", IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS),
+    GridKind("ImageNet-C-Mixed", IMAGENETC_MIXED_CATEGORIES, IMAGENETC_MIXED_CATEGORIES),
+)
+EXPECTED_SHAPES = ", ".join(f"{len(k.categories)}x{len(SEVERITIES)} ({k.name})" for k in GRID_KINDS)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An accuracy grid (rows = categories, columns = severities) and its layout."""
+
+    values: np.ndarray  # (categories, 5) float64, percent
+    kind: GridKind
+    source: str = ""
+
+    @property
+    def is_imagenetc(self) -> bool:
+        return self.kind is GRID_KINDS[0]
+
+
+def grid_from_rows(rows: object, source: str = "grid") -> Grid:
+    """Validate a list of rows of 5 numbers and find its layout by the number of rows."""
+    shape_error = UserInputError(f"{source} does not hold an accuracy grid of a known shape; expected a list of rows "
+                                 f"of {len(SEVERITIES)} numbers: {EXPECTED_SHAPES}, as written by validate.py.")
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise shape_error
+    if not all(len(r) == len(SEVERITIES) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+               for r in rows):
+        raise shape_error
+    kind = next((k for k in GRID_KINDS if len(k.categories) == len(rows)), None)
+    if kind is None:
+        raise UserInputError(f"{source} holds a {len(rows)}x{len(SEVERITIES)} grid; expected {EXPECTED_SHAPES}, "
+                             f"as written by validate.py.")
+    return Grid(np.asarray(rows, dtype=np.float64), kind, source)
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Read a grid JSON written by validate.py (one clear error for a missing file, bad JSON or a wrong shape)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"grid file {path} does not exist; run validate.py first or fix the path.")
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"grid file {path} is not valid JSON ({err}); pass a file written by validate.py.") from None
+    return grid_from_rows(rows, source=f"grid file {path}")
+
+
+def delta(data: Grid, base: Grid) -> Grid:
+    """``data - base``; both grids must have the same layout."""
+    if data.kind is not base.kind:
+        raise UserInputError(f"{data.source} is a {data.kind.name} grid but {base.source} is a {base.kind.name} grid; "
+                             f"compare grids of the same benchmark.")
+    return Grid(data.values - base.values, data.kind, f"{data.source} - {base.source}")
+
+
+def table(grid: Grid) -> tuple[list[str], list[str], np.ndarray]:
+    """(row labels, column labels, values) of the transposed table with the ``avg`` row and column.
+
+    Rows: severities 1..5 and ``avg`` (mean over severities); columns: categories and ``avg`` (mean over
+    the benchmark's corruptions, see :class:`GridKind`).
+    """
+    cats = grid.kind.categories
+    body = grid.values.T  # (5, categories)
+    body = np.vstack([body, body.mean(axis=0, keepdims=True)])
+    chosen = [cats.index(c) for c in grid.kind.averaged]
+    body = np.hstack([body, body[:, chosen].mean(axis=1, keepdims=True)])
+    return [str(s) for s in SEVERITIES] + ["avg"], list(cats) + ["avg"], body
+
+
+def short_name(category: str, width: int = 6) -> str:
+    return category[:width].rstrip("_")
+
+
+def format_table(grid: Grid, signed: bool = False) -> str:
+    """Fixed-width terminal table of :func:`table` (category names shortened to 6 characters)."""
+    rows, cols, values = table(grid)
+    fmt = "{:+7.2f}" if signed else "{:7.2f}"
+    lines = ["sev " + "".join(f"{short_name(c):>7}" for c in cols)]
+    lines += [f"{r:<4}" + "".join(fmt.format(v) for v in line) for r, line in zip(rows, values)]
+    return "\n".join(lines)
+
+
+def corruption_errors(grid: Grid) -> tuple[float, float]:
+    """(mCE, relative mCE) in percent of an ImageNet-C grid, normalised by AlexNet (Hendrycks & Dietterich)."""
+    if not grid.is_imagenetc:
+        raise ValueError("mCE is defined for ImageNet-C grids only")
+    cats = grid.kind.categories
+    errors = 100.0 - grid.values
+    clean = float(errors[cats.index("clean")].mean())
+    ce, rel = [], []
+    for name in IMAGENETC_CORRUPTIONS:
+        err = float(errors[cats.index(name)].mean())
+        ce.append(err / ALEXNET_ERRORS[name])
+        rel.append((err - clean) / (ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR))
+    return 100.0 * float(np.mean(ce)), 100.0 * float(np.mean(rel))
+
+
+# --------------------------------------------------------------------------- heat maps
+
+CELL_W, CELL_H, LABEL_W, HEADER_H, MARGIN = 66, 30, 44, 160, 12
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType support for the default font
+        return ImageFont.load_default()
+
+
+def _diverging(value: float, scale: float) -> tuple[int, int, int]:
+    """Red (negative) - white (0) - blue (positive)."""
+    t = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    if t >= 0:
+        return (int(255 * (1 - 0.75 * t)), int(255 * (1 - 0.45 * t)), 255)
+    return (255, int(255 * (1 + 0.75 * t)), int(255 * (1 + 0.75 * t)))
+
+
+def _sequential(value: float) -> tuple[int, int, int]:
+    """White (0 %) to dark green (100 %)."""
+    t = max(0.0, min(1.0, value / 100.0))
+    return (int(255 - 220 * t), int(255 - 120 * t), int(255 - 200 * t))
+
+
+def render_heatmap(grid: Grid, path: str | os.PathLike, title: str, signed: bool = False) -> Path:
+    """Save the :func:`table` of ``grid`` as a PNG heat map with the values written in the cells (atomic)."""
+    rows, cols, values = table(grid)
+    width = MARGIN * 2 + LABEL_W + CELL_W * len(cols)
+    height = MARGIN * 2 + HEADER_H + CELL_H * len(rows) + 24
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    title_font, font = _font(15), _font(12)
+    draw.text((MARGIN, MARGIN), title, fill="black", font=title_font)
+    scale = float(np.abs(values).max()) if signed else 100.0
+    top = MARGIN + HEADER_H
+    left = MARGIN + LABEL_W
+    for j, name in enumerate(cols):  # rotated column labels
+        label = Image.new("RGBA", (HEADER_H - 36, CELL_W), (255, 255, 255, 0))
+        ImageDraw.Draw(label).text((2, CELL_W // 2 - 8), name, fill="black", font=font)
+        rotated = label.rotate(90, expand=True)
+        image.paste(rotated, (left + j * CELL_W, top - rotated.height - 4), rotated)
+    for i, name in enumerate(rows):
+        y = top + i * CELL_H
+        draw.text((MARGIN, y + CELL_H // 2 - 7), "sev " + name if name != "avg" else name, fill="black", font=font)
+        for j, value in enumerate(values[i]):
+            x = left + j * CELL_W
+            colour = _diverging(value, scale) if signed else _sequential(value)
+            draw.rectangle([x, y, x + CELL_W - 1, y + CELL_H - 1], fill=colour, outline=(200, 200, 200))
+            text = f"{value:+.2f}" if signed else f"{value:.2f}"
+            box = draw.textbbox((0, 0), text, font=font)
+            draw.text((x + (CELL_W - (box[2] - box[0])) // 2, y + CELL_H // 2 - 7), text, fill="black", font=font)
+    averaged = "the 15 corruptions" if grid.is_imagenetc else \
+        f"the {len(grid.kind.averaged)} corruptions" if len(grid.kind.averaged) > 1 else "the row"
+    draw.text((MARGIN, height - MARGIN - 14), f"avg column: mean over {averaged}", fill=(90, 90, 90), font=font)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
+
+
+def describe_errors(grids: Sequence[tuple[str, Grid]]) -> list[str]:
+    """One 'name: mCE x, relative mCE y' line per ImageNet-C grid."""
+    lines = []
+    for name, grid in grids:
+        if grid.is_imagenetc:
+            mce, rel = corruption_errors(grid)
+            lines.append(f"{name}: mCE {mce:.2f}%, relative mCE {rel:.2f}%")
+    return lines
