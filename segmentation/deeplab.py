@@ -7,6 +7,7 @@ four-branch classifier contribute to the logits; the other two are loaded but un
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 
@@ -105,6 +106,13 @@ class DeeplabNW(nn.Module):
 
 # --------------------------------------------------------------------------- checkpoints
 
+@functools.lru_cache(maxsize=4)
+def expected_shapes(num_classes: int = 19) -> dict[str, torch.Size]:
+    """Key -> shape of a :class:`DeeplabNW` state_dict, in order (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        return {k: v.shape for k, v in DeeplabNW(num_classes).state_dict().items()}
+
+
 def extract_deeplab_state_dict(obj: object, source: str = "checkpoint",
                                num_classes: int = 19) -> dict[str, torch.Tensor]:
     """The DeepLab state_dict in ``obj``: ``{'state_dict': {...}, ...}`` (``module.`` prefixes allowed) or a
@@ -115,11 +123,11 @@ def extract_deeplab_state_dict(obj: object, source: str = "checkpoint",
     if isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     state = {str(k).removeprefix("module."): v for k, v in obj.items()}
-    expected = DeeplabNW(num_classes).state_dict()
+    expected = expected_shapes(num_classes)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [k for k in expected if k in state
-                   and (not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape)]
+                   and (not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k])]
     if missing or unexpected or wrong_shape:
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") if keys else "none"
@@ -142,6 +150,8 @@ def load_deeplab(path: str | os.PathLike, map_location: str | torch.device = "cp
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserInputError(f"segmentation checkpoint {path} could not be read by torch.load "
                              f"({type(err).__name__}); is it a PyTorch checkpoint?") from None
-    model = DeeplabNW(num_classes)
-    model.load_state_dict(extract_deeplab_state_dict(obj, f"checkpoint {path}", num_classes))
+    state = extract_deeplab_state_dict(obj, f"checkpoint {path}", num_classes)
+    with torch.device("meta"):  # skip the random initialisation: every tensor comes from the checkpoint
+        model = DeeplabNW(num_classes)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     return model.eval()

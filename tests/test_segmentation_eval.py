@@ -25,6 +25,16 @@ from segmentation.synthetic import make_synthetic_cityscapes
 
 REPO = Path(__file__).resolve().parent.parent
 LONG_SIDE = 48
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions are fastest single-threaded (and the test machine's cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class TinySegmenter(nn.Module):
@@ -231,8 +241,7 @@ def run_cli(args, cwd=REPO, module=False):
     command = [sys.executable, "-m", "segmentation.eval"] if module else [sys.executable, "segmentation/eval.py"]
     if cwd != REPO:
         command = [sys.executable, "eval.py"]
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(command + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command + args, cwd=cwd, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
 
 
 def test_cli_missing_split_file_is_one_sentence(tmp_path, checkpoints):
@@ -270,10 +279,9 @@ def test_torchrun_two_gloo_processes_equal_one_process(checkpoints, config, tmp_
     single = tmp_path / "single.json"
     seg_eval.main(common + ["--output", str(single)])
     double = tmp_path / "double.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", "2", "segmentation/eval.py", *common, "--output", str(double)],
-                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+                          cwd=REPO, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     for variant in ("baseline", "sympie"):

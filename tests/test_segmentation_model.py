@@ -22,6 +22,15 @@ def reference_keys():
     return rows
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convolutions are fastest single-threaded (and the test machine's cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
