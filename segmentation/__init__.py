@@ -1,0 +1,1 @@
+"""Semantic segmentation with SyMPIE: DeepLab-V2 on Cityscapes, ACDC and Dark Zurich (SPEC §9)."""

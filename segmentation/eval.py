@@ -121,7 +121,8 @@ def evaluate(segmenter: nn.Module, dataset: Dataset, sympie: nn.Module | None = 
 
     ``segmenter`` takes ImageNet-normalised images (a bare :class:`DeeplabNW` is wrapped); it and ``sympie``
     are moved to ``device`` (default: the segmenter's) and temporarily put in eval mode. Under
-    torch.distributed each process takes every world_size-th sample and the matrices are summed.
+    torch.distributed every process must call this: each takes every world_size-th sample and the confusion
+    matrices are summed, so every process returns the same metrics.
     """
     segmenter = as_segmenter(segmenter)
     device = torch.device(device) if device is not None else _module_device(segmenter)
@@ -130,8 +131,7 @@ def evaluate(segmenter: nn.Module, dataset: Dataset, sympie: nn.Module | None = 
         sympie.to(device)
     rank, world = _rank_and_world()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
-                        num_workers=workers, collate_fn=collate_by_size, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        num_workers=workers, collate_fn=collate_by_size, pin_memory=device.type == "cuda")
     matrix = ConfusionMatrix(NUM_CLASSES, device)
     with _eval_mode(segmenter, sympie), torch.inference_mode():
         progress = tqdm(loader, desc=desc, disable=rank != 0, dynamic_ncols=True)

@@ -306,3 +306,13 @@ def test_qualitatives_cli(checkpoints, config, tmp_path):
     assert gt.shape == (LONG_SIDE // 2, LONG_SIDE, 3)
     colours = {tuple(c) for c in gt.reshape(-1, 3)}
     assert colours <= set(PALETTE) | {(0, 0, 0)}
+
+
+def test_image_that_fails_to_decode_in_a_worker_is_one_sentence(tmp_path):
+    root = make_synthetic_cityscapes(tmp_path, sizes=[(64, 32), (64, 32)])
+    dataset = Cityscapes(root, long_side=LONG_SIDE)
+    broken = dataset.items[1][0]
+    broken.write_bytes(broken.read_bytes()[:100])  # the header still parses, the pixels do not
+    with pytest.raises(UserInputError) as info:
+        evaluate(TinySegmenter(), dataset, workers=1, flip=False)
+    assert "\n" not in str(info.value) and str(broken) in str(info.value)
