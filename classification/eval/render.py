@@ -280,6 +280,15 @@ def _single_torch_thread():
         torch.set_num_threads(threads)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """A fork server that imported this module once (cheap, and safe after torch ran OpenMP); else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__ if __name__ != "__main__" else "classification.eval.render"])
+    return context
+
+
 def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> int:
     """Render ``images`` in this process (workers=0) or in a pool; returns the number of files written."""
     bar = tqdm(total=len(images), desc="rendering", unit="img")
@@ -292,8 +301,7 @@ def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> in
                     bar.update()
                     bar.set_postfix(files=written, refresh=False)
         else:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:
+            with _pool_context().Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:
                 for count in pool.imap_unordered(_render_in_worker, images):
                     written += count
                     bar.update()
