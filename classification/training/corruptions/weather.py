@@ -145,8 +145,8 @@ def frost(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.T
         top = int(u_top * (texture.shape[-2] - h + 1))
         left = int(u_left * (texture.shape[-1] - w + 1))
         crops.append(texture[:, top : top + h, left : left + w])
-    layer = torch.stack(crops).to(x.device, x.dtype) / 255
-    return (weight_image * x + weight_frost * layer).clamp_(0, 1)
+    layer = torch.stack(crops).to(x.device, x.dtype)
+    return layer.mul_(weight_frost / 255).add_(x, alpha=weight_image).clamp_(0, 1)
 
 
 # --------------------------------------------------------------------------------------------- snow
@@ -175,14 +175,31 @@ def snow(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Te
 
 
 def _correlate3x3(x: torch.Tensor, kernel: tuple[tuple[float, ...], ...], border: str) -> torch.Tensor:
-    """3x3 cross-correlation of (B,1,H,W) ``x`` with ``kernel`` under ``border``."""
-    weight = torch.tensor(kernel, device=x.device, dtype=x.dtype).reshape(1, 1, 3, 3)
-    return F.conv2d(pad(x, 1, 1, 1, 1, border), weight)
+    """3x3 cross-correlation of (B,C,H,W) ``x`` with ``kernel`` under ``border`` (a sum of shifted slices)."""
+    h, w = x.shape[-2:]
+    padded = pad(x, 1, 1, 1, 1, border)
+    out = torch.zeros_like(x)
+    for dy, row in enumerate(kernel):
+        for dx, weight in enumerate(row):
+            if weight:
+                out.add_(padded[..., dy : dy + h, dx : dx + w], alpha=weight)
+    return out
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
     """Normalised 3x3 box filter, border reflect-101 (OpenCV's default)."""
-    return F.avg_pool2d(pad(x, 1, 1, 1, 1, "reflect"), 3, stride=1)
+    h, w = x.shape[-2:]
+    padded = pad(x, 1, 1, 1, 1, "reflect")
+    rows = padded[..., 0:h, :] + padded[..., 1 : h + 1, :] + padded[..., 2 : h + 2, :]
+    return (rows[..., 0:w] + rows[..., 1 : w + 1] + rows[..., 2 : w + 2]) / 9
+
+
+def _dilate3x3(mask: torch.Tensor) -> torch.Tensor:
+    """Binary dilation of (B,C,H,W) bool ``mask`` by a 3x3 square (8-connectivity)."""
+    h, w = mask.shape[-2:]
+    padded = F.pad(mask, (1, 1, 1, 1))
+    rows = padded[..., 0:h, :] | padded[..., 1 : h + 1, :] | padded[..., 2 : h + 2, :]
+    return rows[..., 0:w] | rows[..., 1 : w + 1] | rows[..., 2 : w + 2]
 
 
 def canny(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -192,11 +209,14 @@ def canny(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     gradient direction quantised to 0/45/90/135 degrees, then hysteresis: pixels above ``high``
     are edges, and so are pixels above ``low`` 8-connected to an edge through such pixels.
     """
-    gx = _correlate3x3(x, SOBEL_X, "replicate")
-    gy = _correlate3x3(x, tuple(zip(*SOBEL_X)), "replicate")
+    h, w = x.shape[-2:]
+    padded = pad(x, 1, 1, 1, 1, "replicate")
+    across = padded[..., 2:] - padded[..., :-2]  # (H+2, W): horizontal differences
+    down = padded[..., 2:, :] - padded[..., :-2, :]  # (H, W+2): vertical differences
+    gx = across[..., 0:h, :] + 2 * across[..., 1 : h + 1, :] + across[..., 2 : h + 2, :]
+    gy = down[..., 0:w] + 2 * down[..., 1 : w + 1] + down[..., 2 : w + 2]
     magnitude = gx.abs() + gy.abs()
     m = F.pad(magnitude, (1, 1, 1, 1))  # zero outside the image
-    h, w = x.shape[-2:]
 
     def neighbour(dy: int, dx: int) -> torch.Tensor:
         return m[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
@@ -215,9 +235,8 @@ def canny(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     local_max = torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
     candidate = local_max & (magnitude > low)
     edges = candidate & (magnitude > high)
-    candidate_f = candidate.to(x.dtype)
-    while True:
-        grown = (F.max_pool2d(edges.to(x.dtype), 3, stride=1, padding=1) * candidate_f) > 0
+    while True:  # grow the strong edges along the weak ones until nothing changes
+        grown = _dilate3x3(edges) & candidate
         if torch.equal(grown, edges):
             return edges
         edges = grown
@@ -226,18 +245,23 @@ def canny(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 def truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
     """Euclidean distance of every pixel of (B,1,H,W) bool ``edges`` to the nearest edge, capped at ``limit``.
 
-    Exact: a separable lower-envelope search over offsets ``-limit..limit`` (column pass, then row pass),
-    which is all that is needed once distances are truncated.
+    Exact: the distance to the nearest edge of the same column comes from running maxima of the
+    edge rows (above and below); the row pass then takes the lower envelope over column offsets
+    ``-limit..limit``, which is all that matters once distances are capped.
     """
-    far = float(2 * limit * limit + 1)
-    offsets = torch.arange(-limit, limit + 1, device=edges.device, dtype=torch.float32) ** 2
-    squared = torch.where(edges, 0.0, far).to(torch.float32)
-    for dim in (-2, -1):
-        padding = [0, 0, 0, 0]
-        padding[0 if dim == -1 else 2] = padding[1 if dim == -1 else 3] = limit
-        windows = F.pad(squared, padding, value=far).unfold(dim, 2 * limit + 1, 1)
-        squared = (windows + offsets).amin(dim=-1)
-    return squared.sqrt().clamp_(max=limit)
+    h, w = edges.shape[-2:]
+    far = limit + 1
+    rows = torch.arange(h, device=edges.device).reshape(h, 1)
+    last_above = torch.where(edges, rows, -far - h).cummax(dim=-2).values
+    next_below = torch.where(edges, h - 1 - rows, -far - h).flip(-2).cummax(dim=-2).values.flip(-2)
+    vertical = torch.minimum(rows - last_above, (h - 1 - rows) - next_below).clamp_(max=far)
+    squared = vertical.to(torch.float32) ** 2
+    padded = F.pad(squared, (limit, limit), value=float(far * far))
+    best = squared.clone()
+    for offset in range(1, limit + 1):
+        best = torch.minimum(best, padded[..., limit - offset : limit - offset + w] + offset * offset)
+        best = torch.minimum(best, padded[..., limit + offset : limit + offset + w] + offset * offset)
+    return best.sqrt_().clamp_(max=limit)
 
 
 def equalize_histogram(x: torch.Tensor) -> torch.Tensor:
