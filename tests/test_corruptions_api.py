@@ -31,6 +31,15 @@ DETERMINISTIC = [
 WEATHER = ["fog", "frost", "snow", "spatter"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these tensors are small, and on a shared machine extra threads only wait."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def as_batch(*images: np.ndarray, dtype=torch.float32) -> torch.Tensor:
     return torch.stack([torch.from_numpy(image.copy()).permute(2, 0, 1) for image in images]).to(dtype) / 255
 
