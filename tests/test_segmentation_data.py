@@ -42,6 +42,18 @@ def test_area_resize_fractional_factor_weights_by_overlap():
     assert out[0, :, 0].tolist() == [33, 167]  # (0 + 0.5*100)/1.5, (0.5*100 + 200)/1.5
 
 
+def test_area_resize_equals_supersampled_box_average():
+    # 15x8 -> 8x6 (factors 1.875 and 1.33, like 1920x1080 -> 1024x576): replicate every source pixel
+    # out_w (out_h) times, then average runs of in_w (in_h) cells -- the exact area average.
+    image = np.random.default_rng(2).integers(0, 256, (8, 15, 3), dtype=np.uint8)
+    fine = image.astype(np.float64).repeat(6, axis=0).repeat(8, axis=1)
+    reference = fine.reshape(6, 8, 8, 15, 3).mean(axis=(1, 3))
+    out = area_resize(image, (8, 6)).astype(np.int64)
+    tie = np.abs(reference - np.floor(reference) - 0.5) < 1e-6  # x.5 exactly: either neighbour is fine
+    np.testing.assert_array_equal(out[~tie], np.floor(reference[~tie] + 0.5))
+    assert np.abs(out[tie] - reference[tie]).max(initial=0) == 0.5
+
+
 def test_area_resize_preserves_constant_images_and_mean():
     constant = np.full((15, 19, 3), 77, dtype=np.uint8)
     assert (area_resize(constant, (8, 6)) == 77).all()
