@@ -1,11 +1,13 @@
 """The benchmark builder (classification/eval/render.py) on a tiny synthetic ImageNet val folder."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision.transforms as T
 from PIL import Image
 
@@ -180,6 +182,8 @@ def test_undecodable_source_image(tmp_path):
 def test_bad_arguments(val, tmp_path):
     with pytest.raises(UserInputError, match="unknown corruption 'blurry'"):
         R.render(val, tmp_path / "o", corruptions=["blurry"])
+    with pytest.raises(UserInputError, match="unknown part 'colour'"):
+        R.render(val, tmp_path / "o", parts=["colour"])
     with pytest.raises(UserInputError, match="--limit"):
         R.render(val, tmp_path / "o", limit=0)
 
@@ -230,16 +234,19 @@ def test_workers_give_the_same_bytes(rendered, val, tmp_path):
 
 
 @pytest.mark.slow
-def test_render_all_fifteen_then_read_with_the_evaluation_datasets(val, tmp_path):
-    imagenetc = pytest.importorskip("classification.eval.imagenetc")
-    ImagenetC, ImagenetCMixed = imagenetc.ImagenetC, imagenetc.ImagenetCMixed
+def test_render_then_validate(val, tmp_path):
+    """End to end: the builder's output is what validate.py reads (ImageNet-C grid and ImageNet-C-Mixed)."""
+    validate = pytest.importorskip("classification.eval.validate")
     out = tmp_path / "bench"
     R.render(val, out, seed=0, limit=2, workers=0)
-    grid = ImagenetC(out)
-    assert len(grid) == 2 * (15 * 5 + 5) + 2
-    mixed = ImagenetCMixed(out / "mixed")
-    assert len(mixed) == 2 * 5
-    for dataset in (grid, mixed):
-        for i in range(0, len(dataset), 9):
-            image, label, row, column, _, decoded = dataset[i]
-            assert decoded and tuple(image.shape) == (3, 224, 224) and label in (0, 1, 999)
+    tiny = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000))
+    torch.save(tiny, tmp_path / "tiny_classifier.pt")  # a pickled module: --clas accepts its path
+    common = ["--clas", str(tmp_path / "tiny_classifier.pt"), "--device", "cpu", "--workers", "0", "--batch_size", "64",
+              "--no-progress", "--out", str(tmp_path / "json")]
+    grid_json = validate.main(["--root", str(out), *common])
+    meta = json.loads(grid_json.with_suffix(".meta.json").read_text())
+    assert len(meta["rows"]) == 17 and meta["rows"][-2:] == ["colwarp", "clean"]
+    assert meta["total"] == [[2] * 5] * 17
+    assert len(json.loads(grid_json.read_text())) == 17
+    mixed_json = validate.main(["--mixed", "--root", str(out / "mixed"), *common])
+    assert json.loads(mixed_json.with_suffix(".meta.json").read_text())["total"] == [[2] * 5]

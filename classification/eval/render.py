@@ -320,6 +320,9 @@ def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, co
     unknown = [n for n in corruptions if n not in GROUP_OF or n not in CORRUPTIONS]
     if unknown:
         raise UserInputError(f"unknown corruption {unknown[0]!r}; choose among {', '.join(GROUP_OF)}.")
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise UserInputError(f"unknown part {unknown[0]!r}; choose among {', '.join(PARTS)}.")
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be a positive number of images, got {limit}.")
     if workers < 0:
