@@ -80,15 +80,19 @@ def imagenetc_lines(root: Path) -> list[str]:
     if not categories:
         raise UserInputError(f"{root} holds no folders of wnid sub-folders (e.g. blur/defocus_blur/1/n01440764/); "
                              f"check the layout in data/README.md.")
-    per_category = {c: line_paths_in(c) for c in tqdm(categories, desc="listing category folders", unit="folder")}
-    common = set.intersection(*per_category.values())
+    common: set[str] | None = None
+    sizes: dict[Path, int] = {}
+    for category in tqdm(categories, desc="listing category folders", unit="folder"):
+        lines = line_paths_in(category)
+        sizes[category] = len(lines)
+        common = lines if common is None else common & lines
     if not common:
         raise UserInputError(f"no image of {root} is present in every one of its {len(categories)} category "
                              f"folders; complete the dataset or point at one of its parts.")
-    for category, lines in per_category.items():
-        if len(lines) > len(common):
+    for category, size in sizes.items():
+        if size > len(common):  # common is a subset of every category's images
             log.warning("%s holds %d images missing elsewhere; they are left out of the split.",
-                        category.relative_to(root), len(lines) - len(common))
+                        category.relative_to(root), size - len(common))
     index = imagenet_class_index()
     unknown = sorted({line.split("/")[0] for line in common} - set(index))
     if unknown:
