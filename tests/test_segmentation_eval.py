@@ -207,7 +207,6 @@ def cli_args(checkpoints, config, *extra):
             "--config", str(config), "--long-side", str(LONG_SIDE), "--workers", "0", "--device", "cpu", *extra]
 
 
-@pytest.mark.slow
 def test_cli_end_to_end_with_random_deeplab(checkpoints, config, tmp_path, capsys):
     output = tmp_path / "results.json"
     results = seg_eval.main(cli_args(checkpoints, config, "--dataset", "all", "--batch-size", "1",
@@ -237,28 +236,24 @@ def test_cli_none_and_no_baseline(checkpoints, config, capsys):
     assert none["flip"] is False
 
 
-def run_cli(args, cwd=REPO, module=False):
-    command = [sys.executable, "-m", "segmentation.eval"] if module else [sys.executable, "segmentation/eval.py"]
-    if cwd != REPO:
-        command = [sys.executable, "eval.py"]
-    return subprocess.run(command + args, cwd=cwd, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
-
-
-def test_cli_missing_split_file_is_one_sentence(tmp_path, checkpoints):
+def test_cli_missing_split_file_is_one_sentence(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     config = tmp_path / "paths.yaml"
     config.write_text(f"cityscapes: {empty}\n")
-    done = run_cli(["--dataset", "city", "--config", str(config), "--colm", "none"])
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: split file {empty / 'val.txt'} does not exist; write it "
-                                                f"with one '<image path> <label path>' line per image "
-                                                f"(see data/README.md)."]
+    with pytest.raises(SystemExit) as exit_info:
+        seg_eval.main(["--dataset", "city", "--config", str(config), "--colm", "none"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: split file {empty / 'val.txt'} does not exist; write it with one '<image path> <label path>' "
+        f"line per image (see data/README.md)."]
 
 
-def test_cli_wrong_checkpoint_architecture(checkpoints, config):
-    done = run_cli(["--dataset", "city", "--config", str(config), "--colm", "none",
-                    "--ckpt", str(checkpoints / "sympie.pth")], cwd=REPO / "segmentation")
+@pytest.mark.slow
+def test_script_from_its_folder_rejects_wrong_checkpoint_architecture(checkpoints, config):
+    done = subprocess.run([sys.executable, "eval.py", "--dataset", "city", "--config", str(config), "--colm", "none",
+                           "--ckpt", str(checkpoints / "sympie.pth")],
+                          cwd=REPO / "segmentation", capture_output=True, text=True, env=ONE_THREAD, timeout=300)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "sympie.pth is not a DeepLab-V2 ResNet-50" in lines[0]
