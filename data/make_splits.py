@@ -7,6 +7,8 @@ Subcommands (the folder defaults to the ``config_paths.yaml`` key of the same na
   the config key). Every folder whose sub-folders are wnids counts as one category; the split lists
   the images present in all of them, one ``<wnid>/<file>.JPEG <class_index>`` line each, the class
   index being the wnid's position among the 1000 sorted ImageNet wnids.
+* ``cbar-severities [ROOT]``: ImageNet-C-Bar's generator names its severity folders after the
+  corruption parameter (``caustic_refraction/2.35/``); this links ``1``..``5`` to them, in order.
 * ``cityscapes [ROOT]``, ``acdc [ROOT]``, ``darkzurich [ROOT]`` -> ``ROOT/val.txt``: one
   ``<image> <labelIds>`` line per validation image, both relative to ``ROOT``.
 
@@ -102,6 +104,44 @@ def imagenetc_lines(root: Path) -> list[str]:
     return [f"{line} {index[line.split('/')[0]]}" for line in sorted(common)]
 
 
+PARAMETER_FOLDER = re.compile(r"^\d+\.\d+$")
+
+
+def link_cbar_severities(root: Path) -> int:
+    """Symlink ``1``..``5`` to the parameter-named severity folders of ImageNet-C-Bar's generator.
+
+    The generator writes ``<corruption>/<parameter, e.g. 2.35>/<wnid>/...``; the five parameters of a
+    corruption increase with the severity, so their numeric order gives severities 1..5. Returns the
+    number of links made (0 on a second run); refuses, before making any link, if a ``1``..``5`` entry
+    exists and is not the expected link.
+    """
+    if not root.is_dir():
+        raise UserInputError(f"ImageNet-C-Bar folder {root} does not exist; pass the generator's output folder.")
+    links: list[tuple[Path, str]] = []
+    for corruption in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        params = sorted((p.name for p in corruption.iterdir() if p.is_dir() and PARAMETER_FOLDER.match(p.name)),
+                        key=float)
+        if not params:
+            continue
+        if len(params) != 5:
+            raise UserInputError(f"{corruption} has {len(params)} severity folders ({', '.join(params)}), "
+                                 f"expected 5; finish or redo that corruption with the generator.")
+        for severity, param in enumerate(params, start=1):
+            link = corruption / str(severity)
+            if link.is_symlink() and os.readlink(link) == param:
+                continue
+            if link.exists() or link.is_symlink():
+                raise UserInputError(f"{link} exists and is not a link to {param}; remove it and run again.")
+            links.append((link, param))
+    if not links and not any(root.glob("*/1")):
+        raise UserInputError(f"{root} has no parameter-named severity folders (e.g. caustic_refraction/2.35/); "
+                             f"pass the folder ImageNet-C-Bar's generator wrote.")
+    for link, param in links:
+        link.symlink_to(param, target_is_directory=True)
+    log.info("%d severity links made under %s", len(links), root)
+    return len(links)
+
+
 # --------------------------------------------------------------------------- segmentation sets
 
 @dataclass(frozen=True)
@@ -174,11 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="dataset", required=True)
 
-    def command(name: str, help_text: str, default_key: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, default_key: str, writes_split: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("root", nargs="?", type=Path, default=None,
                          help=f"dataset folder (default: the config key, '{default_key}' unless --key)")
-        sub.add_argument("--out", type=Path, default=None, help="split file to write (default: inside the root)")
+        if writes_split:
+            sub.add_argument("--out", type=Path, default=None, help="split file to write (default: inside the root)")
         add_config_argument(sub)
         sub.set_defaults(key=default_key)
         return sub
@@ -186,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     imagenetc = command("imagenetc", "images.txt for ImageNet-C, -C-Bar or -C-Mixed", "imagenetc")
     imagenetc.add_argument("--key", choices=("imagenetc", "imagenetc-bar", "imagenetc-mixed"), default="imagenetc",
                            help="config key used when ROOT is not given (default: imagenetc)")
+    command("cbar-severities", "link 1..5 to ImageNet-C-Bar's parameter-named severity folders", "imagenetc-bar",
+            writes_split=False)
     for name, key in (("cityscapes", "cityscapes"), ("acdc", "acdc"), ("darkzurich", "darkzurich")):
         sub = command(name, f"val.txt for {name}", key)
         sub.add_argument("--split", default="val", help="official split folder name (default: val)")
@@ -197,10 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> Path:
-    """Write the split file; returns its path."""
+    """Run one subcommand; returns the split file written (the root for ``cbar-severities``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = dataset_path(args.key, args.config, args.root)
+    if args.dataset == "cbar-severities":
+        link_cbar_severities(root)
+        return root
     if args.dataset == "imagenetc":
         lines, default_name = imagenetc_lines(root), "images.txt"
     elif args.dataset == "cityscapes":

@@ -194,3 +194,44 @@ def test_runs_as_a_script(tmp_path):
                             cwd=REPO / "data", capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert read_lines(tmp_path / "val.txt") == sorted(expected)
+
+
+CBAR_PARAMETERS = {"caustic_refraction": ("2.35", "3.20", "4.90", "6.60", "9.15"),
+                   "inverse_sparkles": ("1.00", "2.00", "4.00", "9.00", "10.00")}
+
+
+def make_cbar_generator_output(root: Path) -> None:
+    for corruption, params in CBAR_PARAMETERS.items():
+        for param in params:
+            fill_category(root / corruption / param)
+
+
+def test_cbar_severity_links_then_split(tmp_path):
+    root = tmp_path / "ImageNet-C-Bar"
+    make_cbar_generator_output(root)
+    assert make_splits.main(["cbar-severities", str(root)]) == root
+    for corruption, params in CBAR_PARAMETERS.items():
+        for severity, param in enumerate(params, start=1):  # numeric order: 10.00 after 9.00
+            link = root / corruption / str(severity)
+            assert link.is_symlink() and link.resolve() == (root / corruption / param).resolve()
+    assert make_splits.link_cbar_severities(root) == 0  # idempotent
+    fill_category(root / "clean", ext=".jpg")
+    assert read_lines(make_splits.main(["imagenetc", str(root)])) == EXPECTED_LINES
+
+
+def test_cbar_severity_links_refuse_conflicts(tmp_path, capsys):
+    root = tmp_path / "bar"
+    make_cbar_generator_output(root)
+    (root / "inverse_sparkles" / "3").mkdir()
+    with pytest.raises(SystemExit):
+        make_splits.main(["cbar-severities", str(root)])
+    assert "inverse_sparkles/3 exists and is not a link to 4.00" in capsys.readouterr().err
+    assert not any(p.is_symlink() for p in root.rglob("*")), "no link made before the check"
+
+
+def test_cbar_severity_links_need_five_folders(tmp_path, capsys):
+    root = tmp_path / "bar"
+    fill_category(root / "sparkles" / "1.00")
+    with pytest.raises(SystemExit):
+        make_splits.main(["cbar-severities", str(root)])
+    assert "expected 5" in capsys.readouterr().err
