@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -138,16 +139,23 @@ def extract_deeplab_state_dict(obj: object, source: str = "checkpoint",
     return state
 
 
-def load_deeplab(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                 num_classes: int = 19) -> DeeplabNW:
-    """A :class:`DeeplabNW` with the weights of checkpoint ``path``, in eval mode."""
+def load_deeplab(path: str | os.PathLike, map_location: str | torch.device = "cpu", num_classes: int = 19,
+                 trusted: bool = False) -> DeeplabNW:
+    """A :class:`DeeplabNW` with the weights of checkpoint ``path``, in eval mode.
+
+    Only tensors and plain containers are unpickled unless ``trusted`` (full unpickling can run code:
+    use it only for files from a source you trust).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserInputError(f"segmentation checkpoint {path} does not exist; download cityscapesfinal.pth "
                              f"(see classification/training/checkpoints/README.md) or pass --ckpt.")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        if not trusted and zipfile.is_zipfile(path):
+            raise UserInputError(f"segmentation checkpoint {path} holds Python objects besides tensors; if you "
+                                 f"trust its source, pass --trust-checkpoint to unpickle it fully.") from None
         raise UserInputError(f"segmentation checkpoint {path} could not be read by torch.load "
                              f"({type(err).__name__}); is it a PyTorch checkpoint?") from None
     state = extract_deeplab_state_dict(obj, f"checkpoint {path}", num_classes)

@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colm", default="sympie",
                         help="SyMPIE checkpoint: 'none', a name in classification/training/checkpoints/ or a path")
     parser.add_argument("--ckpt", default=str(DEFAULT_SEGMENTER), help="DeepLab-V2 checkpoint")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow --ckpt to hold arbitrary Python objects (full unpickling: trusted files only)")
     parser.add_argument("--dataset", choices=(*BENCHMARKS, "all"), default="all")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
@@ -263,7 +265,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
     names = list(BENCHMARKS) if args.dataset == "all" else [args.dataset]
     datasets = {name: Cityscapes(dataset_path(BENCHMARKS[name][0], args.config), long_side=args.long_side)
                 for name in names}
-    segmenter = as_segmenter(load_deeplab(args.ckpt)).to(device)
+    segmenter = as_segmenter(load_deeplab(args.ckpt, trusted=args.trust_checkpoint)).to(device)
     sympie = load_sympie(args.colm, device)
     variants = [] if sympie is not None and args.no_baseline else [("baseline", None)]
     if sympie is not None:

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colm", default="sympie",
                         help="SyMPIE checkpoint: 'none', a name in classification/training/checkpoints/ or a path")
     parser.add_argument("--ckpt", default=str(DEFAULT_SEGMENTER), help="DeepLab-V2 checkpoint")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow --ckpt to hold arbitrary Python objects (full unpickling: trusted files only)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num", type=int, default=10, help="number of images (from the start of val.txt)")
     parser.add_argument("--long-side", type=int, default=LONG_SIDE, help="images are resized to this long side")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserInputError(f"--num and --long-side must be positive, got {args.num} and {args.long_side}.")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = Cityscapes(dataset_path(BENCHMARKS[args.dataset][0], args.config), long_side=args.long_side)
-    segmenter = load_deeplab(args.ckpt)
+    segmenter = load_deeplab(args.ckpt, trusted=args.trust_checkpoint)
     sympie = load_sympie(args.colm, device)
     subset = Subset(dataset, range(min(args.num, len(dataset))))
     write_qualitatives(segmenter, subset, args.out, sympie, device, not args.no_flip)

@@ -1,4 +1,5 @@
 """DeepLab-V2 architecture, checkpoint loading and the Caffe input conversion."""
+import argparse
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,16 @@ def test_missing_and_unreadable_checkpoints(tmp_path):
     torch.save([1, 2, 3], listed)
     with pytest.raises(UserInputError, match="not a state_dict"):
         load_deeplab(listed)
+
+
+def test_checkpoint_with_python_objects_needs_trust(model, tmp_path):
+    path = tmp_path / "with_config.pth"
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "config": argparse.Namespace(lr=2.5e-4)}, path)
+    with pytest.raises(UserInputError, match="--trust-checkpoint"):
+        load_deeplab(path)
+    loaded = load_deeplab(path, trusted=True)
+    assert torch.equal(loaded.conv1.weight, model.conv1.weight)
 
 
 # --------------------------------------------------------------------------- Caffe input
