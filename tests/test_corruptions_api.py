@@ -261,7 +261,7 @@ def test_vectorised_shuffle_equals_sequential_loop(d):
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     steps = (h - 2 * d) * (w - 2 * d)
     offsets = rng.integers(-d, d, (2, steps, 2))
-    sources = shuffle_sources(h, w, d, torch.from_numpy(offsets))
+    sources = shuffle_sources(h, w, d, torch.from_numpy(offsets[..., 1] * w + offsets[..., 0]))
     for b in range(2):
         expected = sequential_shuffle(image, d, offsets[b])
         out = image.reshape(h * w, 3)[sources[b].numpy()].reshape(h, w, 3)
@@ -299,3 +299,17 @@ def test_glass_blur_statistics_match_the_sequential_reference():
             ours_mean = np.mean([stat(a) for a in ours])
             slow_mean = np.mean([stat(a) for a in slow])
             assert ours_mean == pytest.approx(slow_mean, rel=0.08), (severity, ours_mean, slow_mean)
+
+
+# ----------------------------------------------------------------------------- shot noise
+
+
+def test_shot_noise_sampler_is_poisson():
+    """The alias-table sampler: mean and variance of the photon counts equal the Poisson rate."""
+    level, photons = 100, 25  # severity 2; rate 9.8, so clipping at 25 photons is negligible
+    x = torch.full((1, 3, 200, 200), level / 255)
+    counts = CORRUPTIONS["shot_noise"](x, 2, torch.Generator().manual_seed(0)) * photons
+    rate = level * photons / 255
+    assert counts.mean().item() == pytest.approx(rate, rel=0.01)
+    assert counts.var().item() == pytest.approx(rate, rel=0.03)
+    assert torch.allclose(counts, counts.round(), atol=1e-4)

@@ -46,48 +46,52 @@ def _glass_prefilter(x: torch.Tensor, sigma: float, max_delta: int, iterations: 
 
 
 @lru_cache(maxsize=16)
-def _shuffle_grid(h: int, w: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat positions of the glass-blur steps in visiting order, and every pixel's visiting rank.
+def _shuffle_grid(h: int, w: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Constant tensors of the glass-blur shuffle on an h x w image with maximal offset d.
 
-    The loop visits rows h-d down to d+1 and, in each, columns w-d down to d+1. Pixels it never
-    visits get a rank larger than any step's.
+    - the flat positions of the steps in visiting order: rows h-d down to d+1 and, in each,
+      columns w-d down to d+1;
+    - every pixel's visiting rank (pixels never visited rank after every step);
+    - the initial pointer nodes of :func:`shuffle_sources` (every pixel keeps its original value).
     """
     rows = torch.arange(h - d, d, -1)
     cols = torch.arange(w - d, d, -1)
     positions = (rows[:, None] * w + cols[None, :]).reshape(-1)
     rank = torch.full((h * w,), positions.numel(), dtype=torch.long)
     rank[positions] = torch.arange(positions.numel())
-    return positions, rank
+    nodes = torch.cat([torch.arange(h * w, 2 * h * w), torch.arange(h * w, 2 * h * w)])
+    return positions, rank, nodes
 
 
-def shuffle_sources(h: int, w: int, d: int, offsets: torch.Tensor) -> torch.Tensor:
+def shuffle_sources(h: int, w: int, d: int, shifts: torch.Tensor) -> torch.Tensor:
     """Where every pixel's value comes from after one pass of the reference's local shuffle.
 
     The reference loop visits each step position p in turn and executes the Python tuple "swap"
-    ``x[p], x[q] = x[q], x[p]`` on a NumPy image, with q = p + (dy, dx), ``offsets`` (B, steps, 2)
-    holding (dx, dy) per step. Because the right-hand side holds views, that statement only copies:
-    x[p] <- x[q]. Each pixel is written once, at its own step, so its final value is the value q had
-    then: q's final value if q was visited earlier, else q's original value. That chain is resolved
-    for all pixels at once by pointer jumping (O(log chain length) gathers, no loop over pixels).
+    ``x[p], x[q] = x[q], x[p]`` on a NumPy image, with q = p + (dy, dx) and ``shifts`` (B, steps)
+    holding the flat offsets ``dy*w + dx`` of the steps. Because the right-hand side holds views,
+    that statement only copies: x[p] <- x[q]. Each pixel is written once, at its own step, so its
+    final value is the value q had then: q's final value if q was visited earlier, else q's
+    original value.
+
+    Those chains are followed for all pixels at once by pointer doubling over 2*h*w nodes: node p
+    (< h*w) is "the final value of pixel p", node h*w + q is "the original value of pixel q" and
+    points to itself. Each round replaces every pointer by its target's pointer, so chains of any
+    length resolve in O(log length) gathers, with no loop over pixels.
 
     Returns (B, h*w) flat source indices into the image before the pass.
     """
-    positions, rank = _shuffle_grid(h, w, d)
-    device = offsets.device
-    positions, rank = positions.to(device), rank.to(device)
-    b = offsets.shape[0]
-    source = (positions + offsets[..., 1] * w + offsets[..., 0]).long()  # (B, steps)
-    pointer = torch.arange(h * w, device=device).repeat(b, 1)
-    pointer[:, positions] = source
-    linked = torch.zeros(b, h * w, dtype=torch.bool, device=device)
-    linked[:, positions] = rank[source] < rank[positions]
-    resolved = ~linked
-    while not bool(resolved.all()):
-        jumped = pointer.gather(1, pointer)
-        resolved_next = resolved.gather(1, pointer)
-        pointer = torch.where(resolved, pointer, jumped)
-        resolved = resolved | resolved_next
-    return pointer
+    device = shifts.device
+    positions, rank, nodes = (t.to(device) for t in _shuffle_grid(h, w, d))
+    b, n = shifts.shape[0], h * w
+    source = positions + shifts
+    visited_before = rank[source] < rank[positions]
+    nodes = nodes.repeat(b, 1)
+    nodes.scatter_(1, positions.expand(b, -1), torch.where(visited_before, source, source + n))
+    final = nodes[:, :n]
+    while not bool((final >= n).all()):
+        final = nodes.gather(1, final)
+        nodes[:, :n] = final
+    return final - n
 
 
 @register("glass_blur")
@@ -97,10 +101,13 @@ def glass_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> to
     b, c, h, w = x.shape
     x = _glass_prefilter(x, sigma, max_delta, iterations)
     steps = _shuffle_grid(h, w, max_delta)[0].numel()
+    # The reference draws dx, dy uniformly in [-d, d-1]: one code in [0, 4d^2) per step instead.
+    offsets = torch.arange(-max_delta, max_delta, device=x.device)
+    shift_of_code = (offsets[:, None] * w + offsets[None, :]).reshape(-1)
     flat = x.reshape(b, c, h * w)
     for _ in range(iterations):
-        offsets = torch.randint(-max_delta, max_delta, (b, steps, 2), generator=generator, device=x.device)
-        sources = shuffle_sources(h, w, max_delta, offsets)
+        codes = torch.randint(0, shift_of_code.numel(), (b, steps), generator=generator, device=x.device)
+        sources = shuffle_sources(h, w, max_delta, shift_of_code[codes])
         flat = flat.gather(2, sources[:, None, :].expand(b, c, h * w))
     return filters.gaussian_filter(flat.reshape(b, c, h, w), sigma).clamp_(0, 1)
 

@@ -77,10 +77,10 @@ def elastic_transform(x: torch.Tensor, severity: int, generator: torch.Generator
     src_y, src_x = _affine_sources(b, h, w, amount, generator, x.device)
     warped = filters.sample_bilinear(x, src_y, src_x, "reflect")
 
-    noise = torch.rand(b, 2, h, w, generator=generator, device=x.device, dtype=torch.float64) * 2 - 1
+    noise = torch.rand(b, 2, h, w, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
     shift = filters.gaussian_filter(noise, sigma, border="symmetric", truncate=3.0) * alpha
-    rows = torch.arange(h, device=x.device, dtype=torch.float64)[:, None]
-    cols = torch.arange(w, device=x.device, dtype=torch.float64)[None, :]
+    rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None]
+    cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, :]
     out = filters.sample_bilinear(warped, rows + shift[:, 1], cols + shift[:, 0], "symmetric")
     return out.clamp_(0, 1)
 

@@ -15,6 +15,7 @@ import math
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 BORDERS = ("replicate", "reflect", "symmetric")
 
@@ -133,7 +134,8 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
 
     ``2*radius+1`` taps, tap ``i`` weighted ``exp(-i^2 / (2 sigma^2))`` (normalised) and sampling the
     image at the whole-pixel offset ``(ceil(i*cos(a) - 0.5), ceil(i*sin(a) - 0.5))`` (x, y); pixels
-    outside the image repeat the edge.
+    outside the image repeat the edge. Taps that land on the same offset are merged, and each
+    distinct offset is one whole-image slice-and-add (a loop over images and taps, not pixels).
     """
     b, c, h, w = x.shape
     width = 2 * radius + 1
@@ -141,67 +143,42 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
     weights = torch.exp(-(taps**2) / (2 * sigma**2))
     weights = (weights / weights.sum()).tolist()
     angles = torch.deg2rad(angles_deg.detach().to("cpu", torch.float64)).reshape(b, 1)
-    dx = torch.ceil(taps * torch.cos(angles) - 0.5).long()  # (B, width)
-    dy = torch.ceil(taps * torch.sin(angles) - 0.5).long()
+    offsets_x = torch.ceil(taps * torch.cos(angles) - 0.5).long().tolist()  # (B, width)
+    offsets_y = torch.ceil(taps * torch.sin(angles) - 0.5).long().tolist()
     margin = width - 1
     padded = pad(x, margin, margin, margin, margin, "replicate")
-    wp = w + 2 * margin
-    flat = padded.reshape(b, c, -1)
-    rows = torch.arange(margin, margin + h, device=x.device)
-    cols = torch.arange(margin, margin + w, device=x.device)
-    base = (rows[:, None] * wp + cols[None, :]).reshape(1, 1, -1)
-    shifts = (dy * wp + dx).to(x.device)  # (B, width)
-    out = torch.zeros(b, c, h * w, dtype=x.dtype, device=x.device)
-    for t in range(width):
-        index = (base + shifts[:, t].reshape(b, 1, 1)).expand(b, c, h * w)
-        out.add_(flat.gather(2, index), alpha=weights[t])
-    return out.reshape(b, c, h, w)
+    out = torch.zeros_like(x)
+    for image in range(b):
+        merged: dict[tuple[int, int], float] = {}
+        for dx, dy, weight in zip(offsets_x[image], offsets_y[image], weights):
+            merged[dx, dy] = merged.get((dx, dy), 0.0) + weight
+        for (dx, dy), weight in merged.items():
+            window = padded[image, :, margin + dy : margin + dy + h, margin + dx : margin + dx + w]
+            out[image].add_(window, alpha=weight)
+    return out
+
+
+# grid_sample's padding for each border. 'reflection' reflects about the edge pixel centres with
+# align_corners=True (reflect-101) and about the pixel edges with align_corners=False (half-sample).
+_GRID_SAMPLE_BORDERS = {"replicate": ("border", True), "reflect": ("reflection", True), "symmetric": ("reflection", False)}
 
 
 def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, border: str) -> torch.Tensor:
     """Bilinear samples of every channel of ``x`` (B,C,H,W) at pixel coordinates ``rows``, ``cols`` (B,h,w).
 
-    Neighbours outside the image are taken from the extension of the image by ``border``.
+    Neighbours outside the image are taken from the extension of the image by ``border`` (for
+    "reflect" and "symmetric", folding the coordinate back into the image is the same thing).
     """
-    b, c, h, w = x.shape
-    out_shape = rows.shape[1:]
-    r0 = rows.floor()
-    c0 = cols.floor()
-    fr = (rows - r0).to(x.dtype).reshape(b, 1, -1)
-    fc = (cols - c0).to(x.dtype).reshape(b, 1, -1)
-    r0 = r0.long()
-    c0 = c0.long()
-    top, bottom = map_index(r0, h, border) * w, map_index(r0 + 1, h, border) * w
-    left, right = map_index(c0, w, border), map_index(c0 + 1, w, border)
-    flat = x.reshape(b, c, h * w)
-
-    def take(row_offset: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        index = (row_offset + col).reshape(b, 1, -1).expand(b, c, -1)
-        return flat.gather(2, index)
-
-    upper = torch.lerp(take(top, left), take(top, right), fc)
-    lower = torch.lerp(take(bottom, left), take(bottom, right), fc)
-    return torch.lerp(upper, lower, fr).reshape(b, c, *out_shape)
-
-
-def _zoom_axis(x: torch.Tensor, zoom: float, dim: int) -> torch.Tensor:
-    """One axis of :func:`clipped_zoom`: centre crop, corner-aligned linear upscale, centre trim."""
-    n = x.shape[dim]
-    side = math.ceil(n / zoom)
-    top = (n - side) // 2
-    size = round(side * zoom)
-    trim = (size - n) // 2
-    out_pos = torch.arange(trim, trim + n, dtype=torch.float64)
-    src = out_pos * ((side - 1) / (size - 1)) if size > 1 else torch.zeros(n, dtype=torch.float64)
-    lo = src.floor().clamp(0, side - 1)
-    frac = (src - lo).to(x.dtype)
-    lo = lo.long()
-    hi = (lo + 1).clamp(max=side - 1)
-    a = x.index_select(dim, (lo + top).to(x.device))
-    b = x.index_select(dim, (hi + top).to(x.device))
-    shape = [1] * x.dim()
-    shape[dim] = n
-    return torch.lerp(a, b, frac.to(x.device).reshape(shape))
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    padding_mode, align_corners = _GRID_SAMPLE_BORDERS[border]
+    h, w = x.shape[-2:]
+    if align_corners:
+        grid_x, grid_y = cols * (2 / max(w - 1, 1)) - 1, rows * (2 / max(h - 1, 1)) - 1
+    else:
+        grid_x, grid_y = (2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1
+    grid = torch.stack([grid_x, grid_y], dim=-1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
 
 
 def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
@@ -210,7 +187,14 @@ def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     Per axis of length ``n``: centre crop of ``ceil(n/zoom)`` (start ``(n-side)//2``), linear resize
     with corner alignment to ``round(side*zoom)``, centre trim back to ``n`` (start ``(size-n)//2``).
     """
-    return _zoom_axis(_zoom_axis(x, zoom, x.dim() - 2), zoom, x.dim() - 1)
+    h, w = x.shape[-2:]
+    crop_h, crop_w = math.ceil(h / zoom), math.ceil(w / zoom)
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    size_h, size_w = round(crop_h * zoom), round(crop_w * zoom)
+    crop = x[..., top : top + crop_h, left : left + crop_w]
+    zoomed = F.interpolate(crop, size=(size_h, size_w), mode="bilinear", align_corners=True)
+    trim_top, trim_left = (size_h - h) // 2, (size_w - w) // 2
+    return zoomed[..., trim_top : trim_top + h, trim_left : trim_left + w]
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
