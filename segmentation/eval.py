@@ -45,9 +45,10 @@ BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
 
 
 def as_segmenter(model: nn.Module) -> nn.Module:
-    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` gets the Caffe renormalisation
-    in front; anything else is assumed to take ImageNet-normalised input already."""
-    return ImagenetInput(model) if isinstance(model, DeeplabNW) else model
+    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DataParallel/DDP) gets
+    the Caffe renormalisation in front; anything else is assumed to take ImageNet-normalised input already."""
+    wrapped = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    return ImagenetInput(model) if isinstance(wrapped, DeeplabNW) else model
 
 
 def _logits(output: torch.Tensor | tuple) -> torch.Tensor:

@@ -119,8 +119,11 @@ def test_predict_applies_sympie_once_before_both_views():
 
 
 def test_bare_deeplab_gets_caffe_input():
-    wrapped = as_segmenter(DeeplabNW())
-    assert isinstance(wrapped, ImagenetInput)
+    deeplab = DeeplabNW()
+    wrapped = as_segmenter(deeplab)
+    assert isinstance(wrapped, ImagenetInput) and wrapped.model is deeplab
+    assert isinstance(as_segmenter(nn.DataParallel(deeplab)), ImagenetInput)
+    assert as_segmenter(wrapped) is wrapped
     other = TinySegmenter()
     assert as_segmenter(other) is other
 
