@@ -242,7 +242,7 @@ def apply_steps(image: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
 
 def save_jpeg(image: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=True)  # as ImageNet-C
 
 
 def render_image(plan: RenderPlan, image: SourceImage) -> int:
