@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from classification.training.corruptions import CORRUPTIONS, MAX_SEVERITY, TRAINING_SET, corrupt_batch, sample_corruption
+from classification.training.corruptions import (
+    CORRUPTIONS,
+    MAX_SEVERITY,
+    TRAINING_SET,
+    corrupt_batch,
+    sample_corruption,
+)
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "reference" / "images"
 METHOD_LIMIT_MS = 25.0
@@ -63,7 +69,9 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def time_method(image: torch.Tensor, name: str, severity: int, repeats: int, generator: torch.Generator) -> tuple[float, float]:
+def time_method(
+    image: torch.Tensor, name: str, severity: int, repeats: int, generator: torch.Generator
+) -> tuple[float, float]:
     """Median (wall, CPU) ms of one call on one image; the first call (caches, lazy loading) is not counted."""
     corrupt_batch(image, name, severity, generator)
     walls, cpus = [], []
@@ -75,7 +83,9 @@ def time_method(image: torch.Tensor, name: str, severity: int, repeats: int, gen
     return statistics.median(walls), statistics.median(cpus)
 
 
-def time_mix(photos: torch.Tensor, count: int, repeats: int, generator: torch.Generator, rng: random.Random) -> tuple[float, float]:
+def time_mix(
+    photos: torch.Tensor, count: int, repeats: int, generator: torch.Generator, rng: random.Random
+) -> tuple[float, float]:
     """Median over ``repeats`` of the mean (wall, CPU) ms per image of the training mix, one image per call."""
     walls, cpus = [], []
     for _ in range(repeats):
@@ -88,7 +98,9 @@ def time_mix(photos: torch.Tensor, count: int, repeats: int, generator: torch.Ge
     return statistics.median(walls), statistics.median(cpus)
 
 
-def time_batched(photos: torch.Tensor, batch: int, repeats: int, generator: torch.Generator, rng: random.Random) -> float:
+def time_batched(
+    photos: torch.Tensor, batch: int, repeats: int, generator: torch.Generator, rng: random.Random
+) -> float:
     """Median images/s (wall clock) of ``corrupt_batch`` on batches with one training-mix draw per image."""
     images = photos[torch.arange(batch) % len(photos)]
     rates = []

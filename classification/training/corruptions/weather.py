@@ -52,12 +52,14 @@ EMBOSS = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 
-def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, like: torch.Tensor):
+    """U(low, high) samples on ``like``'s device and dtype."""
     u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
     return u * (high - low) + low
 
 
-def _normal(shape: tuple[int, ...], mean: float, std: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def _normal(shape: tuple[int, ...], mean: float, std: float, generator: torch.Generator, like: torch.Tensor):
+    """N(mean, std) samples on ``like``'s device and dtype."""
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype) * std + mean
 
 
@@ -75,19 +77,22 @@ def plasma_fractal(batch: int, size: int, decay: float, generator: torch.Generat
     grid = torch.zeros(batch, size, size, device=like.device, dtype=like.dtype)
     step, wibble = size, 100.0
     while step >= 2:
-        half = step // 2
-        n = size // step
+        half, n = step // 2, size // step
+
+        def jitter() -> torch.Tensor:
+            return wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
+
         corners = grid[:, ::step, ::step]
         square = corners + corners.roll(-1, 1)
         square = square + square.roll(-1, 2)
-        grid[:, half::step, half::step] = square / 4 + wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
+        grid[:, half::step, half::step] = square / 4 + jitter()
         centres = grid[:, half::step, half::step]
         # Top edge midpoints (i*step, j*step + half): corners left/right, centres above/below.
         top = corners + corners.roll(-1, 2) + centres + centres.roll(1, 1)
         # Left edge midpoints (i*step + half, j*step): corners above/below, centres left/right.
         left = corners + corners.roll(-1, 1) + centres + centres.roll(1, 2)
-        grid[:, ::step, half::step] = top / 4 + wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
-        grid[:, half::step, ::step] = left / 4 + wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
+        grid[:, ::step, half::step] = top / 4 + jitter()
+        grid[:, half::step, ::step] = left / 4 + jitter()
         step = half
         wibble /= decay
     grid = grid - grid.amin(dim=(1, 2), keepdim=True)
@@ -115,7 +120,7 @@ def frost_textures() -> tuple[torch.Tensor, ...]:
     for name in FROST_FILES:
         path = FROST_DIR / name
         if not path.is_file():
-            raise FileNotFoundError(f"frost texture {path} is missing; reinstall the package (see frost_images/README.md)")
+            raise FileNotFoundError(f"frost texture {path} is missing; reinstall the package (frost_images/README.md)")
         with Image.open(path) as image:
             textures.append(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous())
     return tuple(textures)
