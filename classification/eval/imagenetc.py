@@ -143,6 +143,9 @@ class CorruptionGrid(Dataset):
         lines = read_split(self.split_file)
         self.num_lines = len(lines)
         self.lines = quick_subset(lines) if quick else lines
+        if not self.lines:
+            raise UserInputError(f"--quick keeps 1/{QUICK_FRACTION} of the {len(lines)} images of {self.split_file}, "
+                                 f"i.e. none; run without --quick.")
         self.quick = quick
         self.items: list[GridItem] = []
         self.missing: list[MissingImage] = []

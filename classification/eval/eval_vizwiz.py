@@ -1,0 +1,73 @@
+"""Predictions on VizWiz-Classification with and without SyMPIE (SPEC §6.4).
+
+    python eval_vizwiz.py --clas rn50_2 --colm sympie    # -> vizwiz/pred_orig.json, vizwiz/pred_warp.json
+
+Each file maps image file names to the predicted category id; the accuracy is printed when the
+annotations carry labels (see classification/eval/vizwiz.py).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from classification.atomic import write_json
+from classification.classifiers import build_classifier
+from classification.errors import report_user_errors
+from classification.eval.evaluate import CHECKPOINT_DIR, build_eval_model, resolve_colm
+from classification.eval.validate import choose_device
+from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
+from classification.paths import add_config_argument, dataset_path
+
+log = logging.getLogger("eval_vizwiz")
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "vizwiz"
+OUTPUT_FILES = {"orig": "pred_orig.json", "warp": "pred_warp.json"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--clas", default="rn50_2", help="classifier name, 'timm:<model>' or a model file")
+    parser.add_argument("--colm", default="sympie", help=f"SyMPIE checkpoint: a name in {CHECKPOINT_DIR}, a path, "
+                                                         f"or 'none' (then only pred_orig.json is written)")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    add_config_argument(parser)
+    parser.add_argument("--root", default=None, help="VizWiz folder (overrides config_paths.yaml)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for pred_orig.json / pred_warp.json")
+    parser.add_argument("--random-init", action="store_true", help="random classifier weights (smoke tests)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    root = dataset_path("vizwiz", args.config, args.root)
+    colm_path = resolve_colm(args.colm)
+    dataset = VizWiz(root)
+    classifier = build_classifier(args.clas, pretrained=not args.random_init)
+    models = {"orig": build_eval_model(classifier, None)}
+    if colm_path is not None:
+        models["warp"] = build_eval_model(classifier, colm_path)
+    predictions = predict_vizwiz(models, dataset, batch_size=args.batch_size, workers=args.workers,
+                                 device=choose_device(args.device), progress=not args.no_progress)
+    written = {}
+    for key, preds in predictions.items():
+        path = Path(args.out) / OUTPUT_FILES[key]
+        write_json(path, preds)
+        written[key] = path
+        acc, scored = accuracy(preds, dataset.annotations.labels)
+        if scored:
+            print(f"{key}: accuracy {acc:.2f}% over {scored} labelled images ({path})")
+        else:
+            print(f"{key}: {len(preds)} predictions written to {path} (the annotations carry no labels)")
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""VizWiz-Classification (SPEC §6.4): images taken by blind people, scored on a subset of ImageNet classes.
+
+``<root>/annotations.json`` holds ``categories`` (a list of ``{"id": <ImageNet class index>, ...}``) and
+``images`` (file names such as ``VizWiz_val_00003893.jpg``, stored under ``<root>/<middle token>/``, here
+``<root>/val/``). A prediction is the argmax of the classifier's logits over the listed category ids only.
+
+Ground truth is optional. When present it is read from ``labels`` (``{file name: id or [ids]}``) or from
+``annotations`` (a list of ``{"image": file name, "category_id": id}`` or ``"category_ids": [ids]``); a
+prediction is correct when it is one of the image's labelled categories.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from classification.errors import UserInputError
+from classification.eval.preprocess import CROP, load_eval_uint8, normalize_uint8
+
+ANNOTATIONS_FILE = "annotations.json"
+
+
+@dataclass(frozen=True)
+class VizWizAnnotations:
+    category_ids: list[int]
+    images: list[str]
+    labels: dict[str, set[int]]  # empty when the file carries no ground truth
+
+
+def image_folder(root: Path, file_name: str) -> Path:
+    """``VizWiz_val_00003893.jpg`` -> ``<root>/val/VizWiz_val_00003893.jpg``."""
+    parts = file_name.split("_")
+    if len(parts) < 3:
+        raise UserInputError(f"image name {file_name!r} in {root / ANNOTATIONS_FILE} is not of the form "
+                             f"VizWiz_<split>_<number>.jpg.")
+    return root / parts[1] / file_name
+
+
+def _labels(raw: dict, source: Path) -> dict[str, set[int]]:
+    def ids(value) -> set[int]:
+        return {int(v) for v in (value if isinstance(value, list) else [value])}
+
+    if isinstance(raw.get("labels"), dict):
+        return {name: ids(value) for name, value in raw["labels"].items()}
+    labels: dict[str, set[int]] = {}
+    for entry in raw.get("annotations") or []:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise UserInputError(f"an entry of 'annotations' in {source} lacks the 'image' key; see "
+                                 f"classification/eval/vizwiz.py for the accepted label formats.")
+        value = entry.get("category_ids", entry.get("category_id"))
+        if value is not None:
+            labels.setdefault(entry["image"], set()).update(ids(value))
+    return labels
+
+
+def read_annotations(root: Path) -> VizWizAnnotations:
+    source = root / ANNOTATIONS_FILE
+    if not source.is_file():
+        raise UserInputError(f"{source} does not exist; download the VizWiz-Classification annotations there.")
+    try:
+        raw = json.loads(source.read_text())
+        category_ids = [int(c["id"]) for c in raw["categories"]]
+        images = [str(name) for name in raw["images"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"{source} is not a VizWiz-Classification annotation file ({type(err).__name__}: {err}); "
+                             f"it needs 'categories' (list of {{\"id\": ...}}) and 'images' (file names).") from None
+    if not category_ids or not all(0 <= i < 1000 for i in category_ids):
+        raise UserInputError(f"the 'categories' of {source} must be ImageNet class indices 0..999.")
+    return VizWizAnnotations(category_ids, images, _labels(raw, source))
+
+
+class VizWiz(Dataset):
+    """``dataset[i] -> (uint8 image (3,224,224), i, decoded)`` with the evaluation preprocessing of §6.1."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserInputError(f"VizWiz folder {self.root} does not exist; set 'vizwiz' in config_paths.yaml "
+                                 f"or pass --root PATH.")
+        self.annotations = read_annotations(self.root)
+        self.paths = [image_folder(self.root, name) for name in self.annotations.images]
+        for name, path in zip(self.annotations.images, self.paths):
+            if not path.is_file():
+                raise UserInputError(f"image {path} listed in {self.root / ANNOTATIONS_FILE} does not exist.")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
+        try:
+            return load_eval_uint8(self.paths[index]), index, True
+        except (OSError, ValueError, RuntimeError):
+            return torch.zeros(3, CROP, CROP, dtype=torch.uint8), index, False
+
+
+@torch.inference_mode()
+def predict_vizwiz(models: dict[str, nn.Module], dataset: VizWiz, batch_size: int = 256, workers: int = 4,
+                   device: str | torch.device = "cpu", progress: bool = True) -> dict[str, dict[str, int]]:
+    """For every model: {file name: predicted category id}, the argmax over the listed categories only."""
+    device = torch.device(device)
+    ids = torch.tensor(dataset.annotations.category_ids, device=device)
+    models = {name: model.to(device).eval() for name, model in models.items()}
+    predictions: dict[str, dict[str, int]] = {name: {} for name in models}
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    for images, indices, decoded in tqdm(loader, desc="vizwiz", unit="batch", disable=not progress):
+        if not bool(decoded.all()):
+            raise UserInputError(f"image {dataset.paths[int(indices[~decoded][0])]} cannot be decoded; replace it.")
+        x = normalize_uint8(images.to(device, non_blocking=True))
+        names = [dataset.annotations.images[i] for i in indices.tolist()]
+        for key, model in models.items():
+            chosen = ids[model(x)[:, ids].argmax(dim=1)].tolist()
+            predictions[key].update(zip(names, chosen))
+    return predictions
+
+
+def accuracy(predictions: dict[str, int], labels: dict[str, set[int]]) -> tuple[float, int]:
+    """(accuracy in percent, number of scored images) over the images that have labels."""
+    scored = [name for name in predictions if labels.get(name)]
+    if not scored:
+        return float("nan"), 0
+    right = sum(predictions[name] in labels[name] for name in scored)
+    return 100.0 * right / len(scored), len(scored)

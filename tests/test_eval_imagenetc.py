@@ -1,0 +1,203 @@
+"""ImageNet-C / C-Bar / C-Mixed datasets and the accuracy grid, checked against an independent computation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from classification.errors import UserInputError
+from classification.eval.evaluate import GridCounts, evaluate_grid
+from classification.eval.fake_benchmark import write_fake_benchmark
+from classification.eval.imagenetc import (ALL_COLUMNS, IMAGENETC_BAR_CATEGORIES, IMAGENETC_CATEGORIES, ImagenetC,
+                                           ImagenetCBar, ImagenetCMixed, SplitLine, quick_subset, read_split)
+from classification.eval.preprocess import decode_rgb_pil, resize_crop
+
+SMALL = (30, 40)  # source size of the fake files (the loader resizes them to 232 and crops 224)
+
+# Written out independently of classification.eval.imagenetc: category -> folder holding severity folders.
+IMAGENETC_FOLDERS = {
+    "defocus_blur": "blur/defocus_blur", "glass_blur": "blur/glass_blur", "motion_blur": "blur/motion_blur",
+    "zoom_blur": "blur/zoom_blur", "contrast": "digital/contrast", "elastic_transform": "digital/elastic_transform",
+    "jpeg_compression": "digital/jpeg_compression", "pixelate": "digital/pixelate",
+    "gaussian_noise": "noise/gaussian_noise", "impulse_noise": "noise/impulse_noise", "shot_noise": "noise/shot_noise",
+    "brightness": "weather/brightness", "fog": "weather/fog", "frost": "weather/frost", "snow": "weather/snow",
+    "colwarp": "color",
+}
+
+
+class ColourClassifier(nn.Module):
+    """Predicts one of 10 classes from the mean of the first (normalised) channel; 1000 logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bucket = ((x[:, 0].mean(dim=(1, 2)) + 2.2) / 4.5 * 10).clamp(0, 9).long()
+        return F.one_hot(bucket, 1000).float() + 0 * x.sum()
+
+
+def predict(model: nn.Module, paths) -> list[int]:
+    """Predictions for image files, normalised in NumPy (independent of the loader's torch code)."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    batch = np.stack([((resize_crop(decode_rgb_pil(p)) / 255.0 - mean) / std).transpose(2, 0, 1) for p in paths])
+    with torch.no_grad():
+        return model(torch.from_numpy(batch).float()).argmax(dim=1).tolist()
+
+
+def split_of(root) -> list[tuple[str, int]]:
+    return [(a, int(b)) for a, b in (line.split() for line in (root / "images.txt").read_text().splitlines())]
+
+
+def expected_grid(root, kind: str, model: nn.Module, lines=None) -> list[list[float]]:
+    """Accuracy per cell, computed file by file from the documented layout."""
+    lines = lines or split_of(root)
+
+    def file_for(category, severity, path):
+        jpg = path.replace(".JPEG", ".jpg")
+        if kind == "mixed":
+            candidate = root / str(severity) / path
+            return candidate if candidate.exists() else root / str(severity) / jpg
+        if category == "clean":
+            return root / "clean" / jpg
+        if kind == "bar":
+            return root / category / str(severity) / path
+        folder = IMAGENETC_FOLDERS[category]
+        return root / folder / str(severity) / (jpg if category == "colwarp" else path)
+
+    categories = {"c": IMAGENETC_CATEGORIES, "bar": IMAGENETC_BAR_CATEGORIES, "mixed": ("mixed",)}[kind]
+    grid = []
+    for category in categories:
+        row = []
+        for severity in range(1, 6):
+            predictions = predict(model, [file_for(category, severity, p) for p, _ in lines])
+            right = sum(pred == label for pred, (_, label) in zip(predictions, lines))
+            row.append(100.0 * right / len(lines))
+        grid.append(row)
+    return grid
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Small tensors: one intra-op thread avoids waiting for a second core on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    base = tmp_path_factory.mktemp("benchmarks")
+    return {
+        "c": write_fake_benchmark(base / "c", "imagenetc", num_images=4, size=SMALL, seed=1),
+        "bar": write_fake_benchmark(base / "bar", "imagenetc-bar", num_images=4, size=SMALL, seed=2),
+        "mixed": write_fake_benchmark(base / "mixed", "imagenetc-mixed", num_images=7, size=SMALL, seed=3),
+    }
+
+
+@pytest.mark.parametrize("kind, cls", [("c", ImagenetC), ("bar", ImagenetCBar), ("mixed", ImagenetCMixed)])
+def test_grid_matches_independent_computation(trees, kind, cls):
+    root = trees[kind]
+    dataset = cls(root)
+    counts = evaluate_grid(ColourClassifier(), dataset, batch_size=7, workers=0, progress=False)
+    want = expected_grid(root, kind, ColourClassifier())
+    assert np.allclose(counts.accuracy(), want)
+    assert len(set(np.asarray(want).ravel().tolist())) > 1  # the check is not vacuous
+    assert (counts.total == len(split_of(root))).all()
+
+
+def test_clean_images_are_read_once_and_fill_every_column(trees):
+    dataset = ImagenetC(trees["c"])
+    lines = len(split_of(trees["c"]))
+    clean = [item for item in dataset.items if item.row == IMAGENETC_CATEGORIES.index("clean")]
+    assert len(clean) == lines and all(item.column == ALL_COLUMNS for item in clean)
+    assert len(dataset) == lines * (16 * 5 + 1)
+    assert dataset.shape == (17, 5)
+
+
+def test_layout_paths(trees):
+    dataset = ImagenetC(trees["c"])
+    paths = {(IMAGENETC_CATEGORIES[i.row], i.column): i.path for i in dataset.items if i.line_no == 1}
+    first = split_of(trees["c"])[0][0]
+    assert paths[("glass_blur", 2)] == trees["c"] / "blur" / "glass_blur" / "3" / first
+    assert paths[("colwarp", 0)] == trees["c"] / "color" / "1" / first.replace(".JPEG", ".jpg")
+    assert paths[("clean", ALL_COLUMNS)] == trees["c"] / "clean" / first.replace(".JPEG", ".jpg")
+    mixed = ImagenetCMixed(trees["mixed"])
+    suffixes = {item.column: item.path.suffix for item in mixed.items}
+    assert suffixes == {0: ".JPEG", 1: ".jpg", 2: ".JPEG", 3: ".jpg", 4: ".JPEG"}
+
+
+def test_partial_last_batch_and_batch_size_do_not_matter(trees):
+    dataset = ImagenetCBar(trees["bar"])
+    a = evaluate_grid(ColourClassifier(), dataset, batch_size=len(dataset) - 1, workers=0, progress=False)
+    b = evaluate_grid(ColourClassifier(), dataset, batch_size=16, workers=1, progress=False)
+    assert torch.equal(a.correct, b.correct) and torch.equal(a.total, b.total)
+
+
+def test_debug_evaluates_one_batch(trees):
+    counts = evaluate_grid(ColourClassifier(), ImagenetC(trees["c"]), batch_size=3, workers=0, debug=True,
+                           progress=False)
+    assert int(counts.total.sum()) == 3
+
+
+def test_quick_subset_is_the_authors_permutation():
+    lines = [SplitLine(f"n0/{i}.JPEG", 0, i + 1) for i in range(260)]
+    keep = quick_subset(lines)
+    want = np.random.RandomState(42).permutation(260)[: 260 // 50]
+    assert sorted(l.line_no - 1 for l in keep) == sorted(want.tolist())
+
+
+def test_quick_dataset_uses_the_subset(tmp_path):
+    root = write_fake_benchmark(tmp_path / "mixed", "imagenetc-mixed", num_images=100, size=(8, 8))
+    dataset = ImagenetCMixed(root, quick=True)
+    want = sorted(np.random.RandomState(42).permutation(100)[:2].tolist())
+    assert sorted({item.line_no - 1 for item in dataset.items}) == want
+    assert len(dataset) == 2 * 5 and dataset.describe()["images_used"] == 2
+
+
+def test_grid_counts_accumulate_per_cell():
+    counts = GridCounts.zeros(2)
+    counts.add(torch.tensor([True, False, True]), torch.tensor([0, 1, 1]), torch.tensor([2, ALL_COLUMNS, 4]))
+    assert counts.total.tolist() == [[0, 0, 1, 0, 0], [1, 1, 1, 1, 2]]
+    assert counts.correct.tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]]
+    assert counts.accuracy()[1] == [0.0, 0.0, 0.0, 0.0, 50.0]
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_missing_root(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        ImagenetC(tmp_path / "nowhere")
+
+
+def test_missing_split_file(tmp_path):
+    with pytest.raises(UserInputError, match="images.txt"):
+        ImagenetC(tmp_path)
+
+
+def test_malformed_split_line_is_named(tmp_path):
+    (tmp_path / "images.txt").write_text("n01/a.JPEG 3\nn01/b.JPEG three\n")
+    with pytest.raises(UserInputError, match="line 2"):
+        read_split(tmp_path / "images.txt")
+
+
+def test_missing_image_names_file_and_line(tmp_path):
+    root = write_fake_benchmark(tmp_path / "bar", "imagenetc-bar", num_images=3, size=SMALL)
+    first, _ = split_of(root)[1]
+    victim = root / "sparkles" / "4" / first
+    victim.unlink()
+    with pytest.raises(UserInputError) as err:
+        ImagenetCBar(root)
+    assert str(victim) in str(err.value) and "line 2" in str(err.value) and "--skip-missing" in str(err.value)
+    dataset = ImagenetCBar(root, skip_missing=True)
+    assert [(m.path, m.line_no) for m in dataset.missing] == [(victim, 2)]
+    counts = evaluate_grid(ColourClassifier(), dataset, batch_size=8, workers=0, progress=False)
+    assert counts.total[IMAGENETC_BAR_CATEGORIES.index("sparkles"), 3] == 2
+
+
+def test_undecodable_image_is_named(tmp_path):
+    root = write_fake_benchmark(tmp_path / "mixed", "imagenetc-mixed", num_images=2, size=SMALL)
+    victim = root / "1" / split_of(root)[0][0]
+    victim.write_bytes(b"not a jpeg")
+    with pytest.raises(UserInputError, match="cannot be decoded") as err:
+        evaluate_grid(ColourClassifier(), ImagenetCMixed(root), batch_size=4, workers=1, progress=False)
+    assert str(victim) in str(err.value)
