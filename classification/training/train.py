@@ -12,6 +12,7 @@ state_dicts ``best_uw.pth``, ``best_uo.pth``, ``best_city.pth``, ``best_acdc.pth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -359,13 +360,25 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
 
 
-def log_to_file(logdir: Path) -> logging.Handler:
-    """Also append this process's log to ``logdir/train.log``; returns the handler (to remove it after)."""
-    logdir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logdir / "train.log")
-    handler.setFormatter(LOG_FORMAT)
-    logging.getLogger().addHandler(handler)
-    return handler
+@contextlib.contextmanager
+def run_logging(logdir: Path, is_main: bool) -> Iterator[None]:
+    """For the duration of a run: INFO on rank 0 (WARNING elsewhere), and rank 0's log in ``logdir/train.log``."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
+    handler = None
+    if is_main:
+        logdir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logdir / "train.log")
+        handler.setFormatter(LOG_FORMAT)
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        if handler is not None:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = None,
@@ -387,16 +400,13 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     if classifiers is None:
         classifiers = build(args)
     ctx = init_distributed(args.device)
-    file_log = log_to_file(logdir) if ctx.is_main else None
     try:
-        if ctx.is_main:
-            ckpt.write_run_config(logdir, args, world_size)
-        Trainer(args, ctx, classifiers, image_folder, root, resume=resume).fit()
+        with run_logging(logdir, ctx.is_main):
+            if ctx.is_main:
+                ckpt.write_run_config(logdir, args, world_size)
+            Trainer(args, ctx, classifiers, image_folder, root, resume=resume).fit()
     finally:
         shutdown_distributed()
-        if file_log is not None:
-            logging.getLogger().removeHandler(file_log)
-            file_log.close()
     return logdir
 
 

@@ -1,0 +1,145 @@
+"""Pieces of the training recipe: EMA arithmetic, the gradient clamp, one step, a falling loss."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+
+from classification.normalization import normalize
+from classification.training.ema import add_gradient_clamp_hooks, clamp_gradient, ema_update
+from classification.training.engine import DeviceCorruptions, prepare_batch, train_step
+from classification.training.model import CorrectColMulti
+from classification.training.visualize import image_grid, parameter_images
+
+
+def tiny_classifier() -> nn.Module:
+    """A classifier with BatchNorm buffers, so that a wrong train/eval mode would show."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(16, 10))
+
+
+def make_pair(classifiers):
+    student = CorrectColMulti(classifiers)
+    teacher = CorrectColMulti(student.classifiers).eval().requires_grad_(False)
+    return student, teacher
+
+
+def test_ema_update_arithmetic():
+    student, teacher = make_pair([tiny_classifier()])
+    with torch.no_grad():
+        for module in (student, teacher):  # give the buffers distinct values too
+            for name, value in module.nem.state_dict().items():
+                if value.is_floating_point():
+                    value.copy_(torch.randn_like(value))
+        student.nem.backbone[1].num_batches_tracked.fill_(7)
+    before_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before_student = {k: v.clone() for k, v in student.state_dict().items()}
+    ema_update(teacher, student, rate=0.9)
+    after = teacher.state_dict()
+    for key, old in before_teacher.items():
+        if key.startswith("classifiers."):
+            assert torch.equal(after[key], old)
+        elif old.is_floating_point():
+            assert torch.allclose(after[key], 0.9 * old + 0.1 * before_student[key], rtol=0, atol=1e-6), key
+        else:
+            assert torch.equal(after[key], before_student[key]), key
+    assert torch.equal(teacher.nem.backbone[1].running_var, after["nem.backbone.1.running_var"])  # in place
+    assert after["nem.backbone.1.num_batches_tracked"].item() == 7
+    assert all(torch.equal(v, before_student[k]) for k, v in student.state_dict().items())
+
+
+def test_gradient_clamp_rule():
+    big = torch.tensor([3.0, 4.0])
+    assert torch.allclose(clamp_gradient(big), torch.tensor([0.6, 0.8]))
+    small = torch.tensor([0.3, 0.4])
+    assert torch.equal(clamp_gradient(small), small)
+    unit = torch.tensor([0.6, 0.8])
+    assert torch.allclose(torch.linalg.vector_norm(clamp_gradient(unit)), torch.tensor(1.0))
+    assert torch.equal(clamp_gradient(torch.zeros(3)), torch.zeros(3))
+    assert torch.allclose(clamp_gradient(big, threshold=2.0), torch.tensor([1.2, 1.6]))
+
+
+def test_gradient_clamp_hook_is_per_parameter_and_per_backward():
+    layer = nn.Linear(4, 3)
+    handles = add_gradient_clamp_hooks(layer.parameters())
+    assert len(handles) == 2
+    x = torch.full((2, 4), 10.0)
+    (layer(x).sum() * 100).backward()
+    assert torch.allclose(torch.linalg.vector_norm(layer.weight.grad), torch.tensor(1.0))
+    assert torch.allclose(torch.linalg.vector_norm(layer.bias.grad), torch.tensor(1.0))
+    (layer(x).sum() * 100).backward()  # a second pass adds its own clamped gradient: norm 2, same direction
+    assert torch.allclose(torch.linalg.vector_norm(layer.weight.grad), torch.tensor(2.0))
+    layer.zero_grad()
+    (layer(torch.zeros(1, 4)).sum() * 0.1).backward()
+    assert torch.equal(layer.bias.grad, torch.full((3,), 0.1))  # norm 0.17 < 1: untouched
+
+
+def test_train_step_updates_student_and_teacher_but_not_the_classifier():
+    torch.manual_seed(0)
+    classifiers = [tiny_classifier(), tiny_classifier()]
+    student, teacher = make_pair(classifiers)
+    add_gradient_clamp_hooks(student.nem.parameters())
+    frozen = {k: v.clone() for k, v in student.state_dict().items() if k.startswith("classifiers.")}
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+    corruptions = DeviceCorruptions(["darken", "contrast"], 1, seed=0)
+    crops = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    labels = torch.tensor([1, 2])
+    for step in range(2):
+        nem_before = {k: v.clone() for k, v in student.nem.state_dict().items()}
+        teacher_before = {k: v.clone() for k, v in teacher.nem.state_dict().items()}
+        x, y, z = prepare_batch((crops, labels), torch.device("cpu"), corruptions, 0, 0, step)
+        out = train_step(student, teacher, x, y, z, step % 2, optimizer, scheduler, keep_visuals=True)
+        assert set(out.metrics) == {"loss", "ce_round1", "ce_round2", "acc_original", "acc_warped", "acc_unwarped"}
+        assert torch.isclose(out.metrics["loss"], out.metrics["ce_round1"] + out.metrics["ce_round2"])
+        nem_after = student.nem.state_dict()
+        assert any(not torch.equal(nem_before[k], nem_after[k]) for k in nem_before)
+        for key, value in teacher.nem.state_dict().items():
+            if value.is_floating_point():
+                assert torch.allclose(value, 0.9 * teacher_before[key] + 0.1 * nem_after[key], atol=1e-6)
+        assert student.clamp.training and not teacher.clamp.training
+        assert all(not c.training for c in student.classifiers)
+    assert scheduler.last_epoch == 2
+    for key, value in student.state_dict().items():
+        if key.startswith("classifiers."):
+            assert torch.equal(value, frozen[key]), f"classifier tensor {key} changed"
+    assert image_grid(out.visuals["input"]).shape == (3, 228, 454)
+    images = parameter_images(out.visuals["params"])
+    assert images["colour"].shape[0] == 3 and images["kernel"].min() >= 0 and images["kernel"].max() <= 1
+
+
+def test_device_corruptions_are_keyed():
+    corruptions = DeviceCorruptions(["gaussian_noise"], 2, seed=4)
+    crops = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    a, clean = corruptions(crops, 0, 0, 5)
+    b, _ = corruptions(crops, 0, 0, 5)
+    c, _ = corruptions(crops, 0, 1, 5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.allclose(clean, normalize(crops.float() / 255))
+
+
+@pytest.mark.slow
+def test_loss_falls_on_a_fixed_batch_with_effnet_lite0():
+    """A few dozen steps on one batch (one corruption) must lower the round-1 cross-entropy."""
+    from classification.classifiers import build_classifier
+
+    from conftest import SAMPLE_NAMES, reference_image
+
+    torch.manual_seed(0)
+    classifier = build_classifier("effnet_lite0")
+    student, teacher = make_pair([classifier])
+    add_gradient_clamp_hooks(student.nem.parameters())
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    steps = 24
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    images = torch.stack([torch.from_numpy(reference_image(n)).permute(2, 0, 1) for n in SAMPLE_NAMES[:4]])
+    clean = images.float() / 255
+    x = normalize(clean * 0.4 + 0.3)  # contrast-like corruption: the same batch every step
+    z = normalize(clean)
+    with torch.no_grad():
+        y = classifier(z).argmax(1)
+    losses = [train_step(student, teacher, x, y, z, 0, optimizer, scheduler).metrics["ce_round1"].item()
+              for _ in range(steps)]
+    assert min(losses[-4:]) < 0.5 * losses[0], losses
