@@ -238,6 +238,20 @@ def test_hsv_round_trip_and_known_values():
     assert torch.allclose(hsv, expected)
 
 
+@pytest.mark.parametrize("severity", range(1, 6))
+def test_hsv_corruptions_equal_the_hsv_round_trip(severity):
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    x[0, :, 0, 0] = 0.0  # black
+    x[0, :, 1, 1] = 0.5  # grey
+    hsv = filters.rgb_to_hsv(x)
+    hsv[:, 2] = (hsv[:, 2] + (0.1, 0.2, 0.3, 0.4, 0.5)[severity - 1]).clamp(0, 1)
+    assert torch.allclose(CORRUPTIONS["brightness"](x, severity, None), filters.hsv_to_rgb(hsv), atol=1e-12)
+    scale, offset = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))[severity - 1]
+    hsv = filters.rgb_to_hsv(x)
+    hsv[:, 1] = (hsv[:, 1] * scale + offset).clamp(0, 1)
+    assert torch.allclose(CORRUPTIONS["saturate"](x, severity, None), filters.hsv_to_rgb(hsv), atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- glass blur
 
 

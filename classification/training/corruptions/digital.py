@@ -20,22 +20,34 @@ def contrast(x: torch.Tensor, severity: int, generator: torch.Generator) -> torc
     return ((x - mean) * c + mean).clamp_(0, 1)
 
 
+# Both HSV corruptions change one HSV component of every pixel and keep its hue. For a fixed hue,
+# the hexcone's RGB is linear in V and affine in S, so the new colour follows from the old one
+# without the round trip through the hue (same result as ``filters.hsv_to_rgb``, a few times faster).
+
+
 @register("brightness")
 def brightness(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     """Add ``c`` to the HSV value."""
     c = (0.1, 0.2, 0.3, 0.4, 0.5)[severity - 1]
-    hsv = filters.rgb_to_hsv(x)
-    hsv[:, 2].add_(c).clamp_(0, 1)
-    return filters.hsv_to_rgb(hsv).clamp_(0, 1)
+    value = x.amax(dim=1, keepdim=True)
+    new_value = (value + c).clamp_(max=1)
+    # RGB scales with V; a black pixel (hue 0, saturation 0) becomes grey.
+    return torch.where(value > 0, x * (new_value / value.clamp(min=1e-12)), new_value).clamp_(0, 1)
 
 
 @register("saturate")
 def saturate(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     """Scale and offset the HSV saturation."""
     scale, offset = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))[severity - 1]
-    hsv = filters.rgb_to_hsv(x)
-    hsv[:, 1].mul_(scale).add_(offset).clamp_(0, 1)
-    return filters.hsv_to_rgb(hsv).clamp_(0, 1)
+    value = x.amax(dim=1, keepdim=True)
+    delta = value - x.amin(dim=1, keepdim=True)
+    saturation = torch.where(value > 0, delta / value.clamp(min=1e-12), torch.zeros_like(value))
+    new_saturation = (saturation * scale + offset).clamp_(0, 1)
+    # Each channel is V - S*V*a with a fixed by the hue: the distance below V scales with S.
+    coloured = value - (value - x) * (new_saturation * value / delta.clamp(min=1e-12))
+    # A grey pixel has hue 0 (red): it becomes (V, V(1-S'), V(1-S')).
+    grey = value * torch.cat([torch.ones_like(value), 1 - new_saturation, 1 - new_saturation], dim=1)
+    return torch.where(delta > 0, coloured, grey).clamp_(0, 1)
 
 
 def _affine_sources(
