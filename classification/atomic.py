@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -37,5 +35,7 @@ def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # here, not at the top: the data tools import this module and need no torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
