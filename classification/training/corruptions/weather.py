@@ -101,7 +101,7 @@ def plasma_fractal(batch: int, size: int, decay: float, generator: torch.Generat
 
 @register("fog")
 def fog(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    """Add a plasma fractal, then rescale so that the image's original maximum maps to 1."""
+    """Add a plasma fractal, then scale by max / (max + strength), max being the image's original maximum."""
     strength, decay = FOG[severity - 1]
     b, _, h, w = x.shape
     size = max(FOG_MIN_SIZE, 1 << math.ceil(math.log2(max(h, w))))
@@ -126,8 +126,10 @@ def frost_textures() -> tuple[torch.Tensor, ...]:
     return tuple(textures)
 
 
-def _texture_covering(texture: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``texture`` unchanged if it is at least h x w, else enlarged (bilinear, same aspect) to cover it."""
+@lru_cache(maxsize=32)
+def _texture_covering(index: int, h: int, w: int) -> torch.Tensor:
+    """Texture ``index`` unchanged if it is at least h x w, else enlarged (bilinear, same aspect) to cover it."""
+    texture = frost_textures()[index]
     th, tw = texture.shape[-2:]
     if th >= h and tw >= w:
         return texture
@@ -142,11 +144,10 @@ def frost(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.T
     """Blend each image with a random crop of one of the first five frost textures."""
     weight_image, weight_frost = FROST[severity - 1]
     b, _, h, w = x.shape
-    textures = frost_textures()
     draws = torch.rand((b, 3), generator=generator, device=x.device, dtype=torch.float64).cpu()
     crops = []
     for choice, u_top, u_left in draws.tolist():
-        texture = _texture_covering(textures[min(int(choice * FROST_USED), FROST_USED - 1)], h, w)
+        texture = _texture_covering(min(int(choice * FROST_USED), FROST_USED - 1), h, w)
         top = int(u_top * (texture.shape[-2] - h + 1))
         left = int(u_left * (texture.shape[-1] - w + 1))
         crops.append(texture[:, top : top + h, left : left + w])
