@@ -25,10 +25,12 @@ def generator(seed: int, device: str = "cpu") -> torch.Generator:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", WEATHER)
-def test_shape_dtype_device_and_range_kept(name, dtype, device):
+def test_shape_dtype_device_range_kept_and_input_untouched(name, dtype, device):
     x = photos(2, dtype, device)
+    original = x.clone()
     for severity in range(1, 6):
         y = CORRUPTIONS[name](x, severity, generator(severity, device))
+        assert torch.equal(x, original), "the input must not be modified"
         assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
         assert torch.isfinite(y).all()
         assert y.min() >= 0 and y.max() <= 1
