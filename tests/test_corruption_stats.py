@@ -18,7 +18,7 @@ within 20%, every channel ``mean`` within 3.0, ``std`` within 10%, each widened 
 photos (for ``mean`` the largest over channels). SPEC §4.5 writes the widening as
 2.5 * spread * sqrt(2 / (6 * D)), which assumes the reference averages 48 independent draws. The
 fixture reused the same random draws for all six photos (spatter 2 has mad 4.39-4.40 on each of
-the four photos it does not clip; at frost 3 every photo's hf spread is ~0.1 although the five
+the four photos it does not clip; at frost 3 every photo's hf spread is 0.05-0.2 although the five
 textures' hf ranges from 1.2 to 6), so its average holds 8 independent draws and its stored spread
 was measured on those same 8 draws. The widening above is the standard error of that comparison; for low-variance corruptions
 it is negligible, exactly as in the SPEC's formula.
