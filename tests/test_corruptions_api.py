@@ -176,6 +176,19 @@ def test_dtype_shape_and_uint8_grid(name, dtype, astronaut, chelsea):
     assert torch.equal(out, (out * 255).round() / 255)
 
 
+def test_half_precision_batches_keep_their_dtype(astronaut):
+    x = as_batch(astronaut, dtype=torch.bfloat16)
+    out = corrupt_batch(x, ["defocus_blur"], [2], torch.Generator().manual_seed(0))
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+
+
+def test_severities_as_tensor_or_array(astronaut):
+    x = as_batch(astronaut, astronaut)
+    expected = corrupt_batch(x, ["contrast", "darken"], [1, 2])
+    assert torch.equal(corrupt_batch(x, ["contrast", "darken"], torch.tensor([1, 2])), expected)
+    assert torch.equal(corrupt_batch(x, np.array(["contrast", "darken"]), np.array([1, 2])), expected)
+
+
 @pytest.mark.parametrize("name", sorted(set(ALL) - set(WEATHER)))
 def test_other_image_sizes(name):
     image = np.random.default_rng(0).integers(0, 256, (61, 90, 3), dtype=np.uint8)

@@ -46,7 +46,7 @@ def _check_severity(severity: object) -> int:
 
 def _per_image(values, count: int, what: str) -> list:
     """``values`` as a list of ``count`` items: a sequence of that length, or one value for all images."""
-    if isinstance(values, torch.Tensor):
+    if isinstance(values, (torch.Tensor, np.ndarray)):
         values = values.tolist()
     if isinstance(values, (str, int, np.integer)):
         return [values] * count
@@ -84,16 +84,18 @@ def corrupt_batch(
     elif generator.device.type != images.device.type:
         raise UserInputError(f"the generator is on {generator.device}, the images on {images.device}; use one device")
 
-    out = images.clone()
+    # Half-precision batches are corrupted in float32 (FFTs and resampling need it on some devices).
+    work = images.float() if images.element_size() < 4 else images
+    out = work.clone()
     groups: dict[tuple[str, int], list[int]] = {}
     for i, key in enumerate(zip(names, severities)):
         if key[1] > 0:
             groups.setdefault(key, []).append(i)
     for (name, severity), members in groups.items():
         index = torch.tensor(members, device=images.device)
-        corrupted = CORRUPTIONS[name](images.index_select(0, index), severity, generator)
-        out.index_copy_(0, index, corrupted.to(images.dtype))
-    return out.mul_(255).round_().clamp_(0, 255).div_(255)
+        corrupted = CORRUPTIONS[name](work.index_select(0, index), severity, generator)
+        out.index_copy_(0, index, corrupted.to(work.dtype))
+    return out.mul_(255).round_().clamp_(0, 255).div_(255).to(images.dtype)
 
 
 def _image_to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:

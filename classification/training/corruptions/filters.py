@@ -23,24 +23,20 @@ BORDERS = ("replicate", "reflect", "symmetric")
 _MAX_TAPS_SHIFTED = 31
 
 
-def map_index(i: torch.Tensor, n: int, border: str) -> torch.Tensor:
-    """Map integer positions ``i`` (any values) to source indices in ``0..n-1`` under ``border``."""
+def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
+    """Source index of every position ``-before .. n+after-1`` of an axis of length ``n`` padded with ``border``.
+
+    Paddings wider than the axis repeat the reflection.
+    """
     if border not in BORDERS:
         raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    i = torch.arange(-before, n + after)
     if border == "replicate" or n == 1:
         return i.clamp(0, n - 1)
-    if border == "reflect":
-        period = 2 * n - 2
-        i = i.remainder(period)
-        return torch.where(i >= n, period - i, i)
-    period = 2 * n
+    period = 2 * n - 2 if border == "reflect" else 2 * n
     i = i.remainder(period)
-    return torch.where(i >= n, period - 1 - i, i)
-
-
-def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
-    """Source index of every position ``-before .. n+after-1`` of an axis of length ``n`` padded with ``border``."""
-    return map_index(torch.arange(-before, n + after), n, border)
+    mirror = period if border == "reflect" else period - 1
+    return torch.where(i >= n, mirror - i, i)
 
 
 def pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, border: str) -> torch.Tensor:
@@ -203,7 +199,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     value, _ = x.max(dim=-3)
     delta = value - x.min(dim=-3).values
     safe_delta = torch.where(delta > 0, delta, torch.ones_like(delta))
-    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    saturation = delta / torch.where(value > 0, value, torch.ones_like(value))  # 0 for black
     hue = torch.where(
         b == value,
         4.0 + (r - g) / safe_delta,
