@@ -175,6 +175,13 @@ def test_dtype_shape_and_uint8_grid(name, dtype, astronaut, chelsea):
     assert torch.equal(out, (out * 255).round() / 255)
 
 
+def test_input_batch_is_not_modified(astronaut, chelsea):
+    x = as_batch(astronaut, chelsea)
+    before = x.clone()
+    corrupt_batch(x, ["glass_blur", "brightness"], [5, 3], torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)
+
+
 def test_half_precision_batches_keep_their_dtype(astronaut):
     x = as_batch(astronaut, dtype=torch.bfloat16)
     out = corrupt_batch(x, ["defocus_blur"], [2], torch.Generator().manual_seed(0))
