@@ -1,12 +1,14 @@
 """Tiny synthetic ImageNet-C / C-Bar / C-Mixed trees with the real layouts (tests and benchmarks).
 
 Every file is a random flat-coloured JPEG with some noise, so that a simple classifier gives varied
-predictions; the labels in ``images.txt`` are drawn from ``num_classes`` classes.
+predictions, or one of the given ``photos`` (benchmarks); the labels in ``images.txt`` are drawn from
+``num_classes`` classes.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -45,16 +47,23 @@ def random_image(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
 
 
 def write_fake_benchmark(root: str | os.PathLike, kind: str = "imagenetc", num_images: int = 4,
-                         num_classes: int = 10, size: tuple[int, int] = (224, 224), seed: int = 0) -> Path:
-    """Write a ``kind`` tree with ``num_images`` split lines under ``root``; returns ``root``."""
+                         num_classes: int = 10, size: tuple[int, int] = (224, 224), seed: int = 0,
+                         photos: Sequence[np.ndarray] = ()) -> Path:
+    """Write a ``kind`` tree with ``num_images`` split lines under ``root``; returns ``root``.
+
+    Files are random images of ``size`` (height, width), or the uint8 ``photos`` in turn when given.
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
     lines = fake_split_lines(num_images, num_classes, rng)
+    count = 0
     for folder, jpg in fake_folders(kind):
         for path, _ in lines:
             target = root / folder / (with_jpg_suffix(path) if jpg else path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(random_image(rng, size)).save(target, format="JPEG", quality=85)
+            pixels = photos[count % len(photos)] if photos else random_image(rng, size)
+            Image.fromarray(pixels).save(target, format="JPEG", quality=85)
+            count += 1
     root.mkdir(parents=True, exist_ok=True)
     (root / SPLIT_FILE).write_text("".join(f"{path} {label}\n" for path, label in lines))
     return root

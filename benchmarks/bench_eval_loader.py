@@ -1,0 +1,112 @@
+"""Evaluation throughput: the ImageNet-C loader per worker, and validate.py end to end on CPU.
+
+    python benchmarks/bench_eval_loader.py [--images 64] [--repeats 5] [--e2e-repeats 3] [--workers 2]
+
+1. Loader, one worker (one process, one torch thread): images/s of decode + resize 232 (INTER_AREA) +
+   centre crop 224 + normalise on 224x224 JPEGs (quality 85, as ImageNet-C), once with torchvision's
+   decoder and once with PIL's, and the time of each stage. The files are the six reference photos of
+   tests/fixtures (and their mirror images). (validate.py normalises on the device, in the batch.)
+2. End to end: images/s of ``validate.py --mixed --clas rn18 --random-init`` on CPU over the same files
+   (loader workers + ResNet-18 forward + counting), as written in the run's .meta.json.
+Every figure is the median over the repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from classification.eval import validate
+from classification.eval.fake_benchmark import write_fake_benchmark
+from classification.eval.imagenetc import ImagenetCMixed
+from classification.eval.preprocess import (decode_rgb_pil, decode_rgb_torchvision, normalize_uint8, resize_crop,
+                                            to_chw_tensor)
+
+PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "reference" / "images"
+
+
+def load_photos() -> list[np.ndarray]:
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(PHOTOS.glob("*.png"))]
+    return photos + [p[:, ::-1].copy() for p in photos]  # mirrored copies: 12 distinct files
+
+
+def loader_rate(paths: list[Path], decode, repeats: int) -> float:
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for path in paths:
+            normalize_uint8(to_chw_tensor(resize_crop(decode(path))))
+        return len(paths) / (time.perf_counter() - start)
+
+    one_pass()  # warm-up (page cache, resampling tables)
+    return statistics.median(one_pass() for _ in range(repeats))
+
+
+def stage_times(paths: list[Path], repeats: int) -> dict[str, float]:
+    """Median ms per image of each stage (torchvision decode)."""
+    images = [decode_rgb_torchvision(p) for p in paths]
+    crops = [resize_crop(i) for i in images]
+    stages = {
+        "decode (torchvision)": lambda: [decode_rgb_torchvision(p) for p in paths],
+        "decode (PIL)": lambda: [decode_rgb_pil(p) for p in paths],
+        "resize 232 + crop 224": lambda: [resize_crop(i) for i in images],
+        "to tensor + normalise": lambda: [normalize_uint8(to_chw_tensor(c)) for c in crops],
+    }
+    result = {}
+    for name, run in stages.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) / len(paths) * 1000)
+        result[name] = statistics.median(times)
+    return result
+
+
+def end_to_end_rate(root: Path, out: Path, workers: int, batch_size: int, repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        grid = validate.main(["--mixed", "--root", str(root), "--clas", "rn18", "--random-init", "--device", "cpu",
+                              "--workers", str(workers), "--batch_size", str(batch_size), "--out", str(out),
+                              "--no-progress"])
+        rates.append(json.loads(grid.with_suffix(".meta.json").read_text())["images_per_second"])
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64, help="split lines (x5 severities = files)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--e2e-repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="loader workers of the end-to-end run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads available")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_fake_benchmark(Path(tmp) / "mixed", "imagenetc-mixed", num_images=args.images,
+                                    photos=load_photos())
+        paths = [item.path for item in ImagenetCMixed(root).items]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # what a DataLoader worker gets
+        for name, decode in (("torchvision", decode_rgb_torchvision), ("PIL", decode_rgb_pil)):
+            rate = loader_rate(paths, decode, args.repeats)
+            print(f"loader, 1 worker, {name:>11} decode: {rate:7.1f} images/s ({1000 / rate:.2f} ms/image, "
+                  f"median of {args.repeats} passes over {len(paths)} 224x224 JPEGs)")
+        for name, ms in stage_times(paths, args.repeats).items():
+            print(f"  {name:<22} {ms:.3f} ms/image")
+        torch.set_num_threads(threads)
+        rate = end_to_end_rate(root, Path(tmp) / "json", args.workers, args.batch_size, args.e2e_repeats)
+        print(f"validate.py end to end, rn18 (random weights) on CPU, {args.workers} workers, batch {args.batch_size}: "
+              f"{rate:7.1f} images/s (median of {args.e2e_repeats})")
+
+
+if __name__ == "__main__":
+    main()
