@@ -10,7 +10,7 @@ from classification.training.corruptions.registry import register
 
 
 @lru_cache(maxsize=8)
-def defocus_kernel(radius: int, alias_blur: float) -> torch.Tensor:
+def _defocus_kernel(radius: int, alias_blur: float) -> torch.Tensor:
     """ImageNet-C's anti-aliased disk: a normalised disk of ``radius`` blurred by a small Gaussian."""
     half = 8 if radius <= 8 else radius
     coords = torch.arange(-half, half + 1, dtype=torch.float64)
@@ -26,7 +26,7 @@ def defocus_kernel(radius: int, alias_blur: float) -> torch.Tensor:
 @register("defocus_blur")
 def defocus_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     radius, alias_blur = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))[severity - 1]
-    return filters.correlate2d(x, defocus_kernel(radius, alias_blur), "reflect").clamp_(0, 1)
+    return filters.correlate2d(x, _defocus_kernel(radius, alias_blur), "reflect").clamp_(0, 1)
 
 
 def _glass_prefilter(x: torch.Tensor, sigma: float, max_delta: int, iterations: int) -> torch.Tensor:

@@ -74,8 +74,7 @@ def impulse_noise(x: torch.Tensor, severity: int, generator: torch.Generator) ->
     """Salt and pepper on every value: with probability ``c`` set to 1 or 0 (half each)."""
     c = (0.03, 0.06, 0.09, 0.17, 0.27)[severity - 1]
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    out = torch.where(u < c, (u < c / 2).to(x.dtype), x)
-    return out
+    return torch.where(u < c, (u < c / 2).to(x.dtype), x)
 
 
 @register("speckle_noise")
