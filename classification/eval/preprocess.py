@@ -58,15 +58,14 @@ def area_taps(src: int, dst: int, start: int, stop: int) -> AxisTaps:
     scale = src / dst
     rows: list[list[tuple[int, float]]] = []
     for d in range(start, stop):
-        start = d * scale
-        end = start + scale
-        cell = min(scale, src - start)
-        first = min(math.ceil(start), src - 1)
+        begin = d * scale  # the output pixel's footprint is [begin, end) in source pixels
+        end = begin + scale
+        cell = min(scale, src - begin)
         last = min(math.floor(end), src - 1)
-        first = min(first, last)
+        first = min(math.ceil(begin), last)
         taps: list[tuple[int, float]] = []
-        if first - start > 1e-3:
-            taps.append((first - 1, (first - start) / cell))
+        if first - begin > 1e-3:
+            taps.append((first - 1, (first - begin) / cell))
         taps.extend((s, 1.0 / cell) for s in range(first, last))
         if end - last > 1e-3:
             taps.append((last, min(end - last, 1.0, cell) / cell))

@@ -29,6 +29,7 @@ import torchvision
 
 from classification.atomic import write_json
 from classification.classifiers import build_classifier
+from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.evaluate import (CHECKPOINT_DIR, GridCounts, build_eval_model, distributed_rank_world,
                                           evaluate_grid, resolve_colm)
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU); "
                                                            "the protocol is fp32")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
+                        help="prompts of --clas clip: 'A photo of a {name}.' (the protocol) or the 80-template ensemble")
     parser.add_argument("--random-init", action="store_true",
                         help="random classifier weights (smoke tests and benchmarks; no download)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,6 +87,13 @@ def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
     prefix = ("debug_" if args.debug else "") + ("bar_" if args.bar else "mixed_" if args.mixed else "") + \
              ("quick_" if args.quick else "")
     return f"{prefix}{colm}_{clas}.json"
+
+
+def make_classifier(args: argparse.Namespace) -> torch.nn.Module:
+    """The ``--clas`` classifier (``clip`` with the chosen prompt templates)."""
+    if args.clas == "clip" and args.clip_templates != "single":
+        return build_clip_classifier(pretrained=not args.random_init, templates=args.clip_templates)
+    return build_classifier(args.clas, pretrained=not args.random_init)
 
 
 def sha256(path: Path) -> str:
@@ -114,6 +124,7 @@ def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCoun
         "dataset": dataset.describe(),
         "missing_images": [{"path": str(m.path), "line": m.line_no} for m in dataset.missing[:MAX_LISTED_MISSING]],
         "classifier": args.clas,
+        "clip_templates": args.clip_templates if args.clas == "clip" else None,
         "pretrained": not args.random_init,
         "checkpoint": None if colm_path is None else {"path": str(colm_path.resolve()), "sha256": sha256(colm_path)},
         "debug": args.debug,
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                         len(dataset.missing), dataset.split_file, dataset.missing[0].path, dataset.missing[0].line_no)
         if len(dataset) == 0:
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
-        model = build_eval_model(build_classifier(args.clas, pretrained=not args.random_init), colm_path)
+        model = build_eval_model(make_classifier(args), colm_path)
         if rank == 0:
             log.info("%s: %d files (%d images x %d categories), classifier %s, SyMPIE %s, %d process(es) on %s",
                      key, len(dataset), len(dataset.lines), len(dataset.categories), args.clas,
