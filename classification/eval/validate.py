@@ -80,10 +80,13 @@ def dataset_key(args: argparse.Namespace) -> str:
 
 
 def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
-    """``{debug_}{bar_|mixed_}{quick_}{colm}_{clas}.json`` (the authors' naming; debug runs are marked)."""
+    """``{debug_}{bar_|mixed_}{quick_}{colm}_{clas}.json`` (the authors' naming; debug runs and the CLIP
+    template ensemble are marked)."""
     colm = "none" if colm_path is None else colm_path.stem  # a name resolves to <name>.pth
     clas = Path(args.clas).stem if os.sep in args.clas or "/" in args.clas else args.clas
     clas = re.sub(r"[^A-Za-z0-9_.-]", "-", clas)
+    if args.clas == "clip" and args.clip_templates != "single":
+        clas += f"_{args.clip_templates}"
     prefix = ("debug_" if args.debug else "") + ("bar_" if args.bar else "mixed_" if args.mixed else "") + \
              ("quick_" if args.quick else "")
     return f"{prefix}{colm}_{clas}.json"
