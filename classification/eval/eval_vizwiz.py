@@ -27,19 +27,20 @@ OUTPUT_FILES = {"orig": "pred_orig.json", "warp": "pred_warp.json"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--clas", default="rn50_2", help="classifier name, 'timm:<model>' or a model file")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clas", default="rn50_2", help="classifier name, 'timm:<model>' or a model file (default: rn50_2)")
     parser.add_argument("--colm", default="sympie", help=f"SyMPIE checkpoint: a name in {CHECKPOINT_DIR}, a path, "
-                                                         f"or 'none' (then only pred_orig.json is written)")
-    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+                                                         f"or 'none' (then only pred_orig.json is written; default: sympie)")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=256,
+                        help="images per batch (default: 256)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="loader processes (default: min(8, CPU count))")
     add_config_argument(parser)
     parser.add_argument("--root", default=None, help="VizWiz folder (overrides config_paths.yaml)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for pred_orig.json / pred_warp.json")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for pred_orig.json / pred_warp.json (default: vizwiz/ beside this script)")
     parser.add_argument("--random-init", action="store_true", help="random classifier weights (smoke tests)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 

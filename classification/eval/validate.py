@@ -43,14 +43,15 @@ MAX_LISTED_MISSING = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clas", default="rn50_2", help="classifier name (classification/classifiers.py), "
-                                                         "'timm:<model>' or a model file")
+                                                         "'timm:<model>' or a model file (default: rn50_2)")
     parser.add_argument("--colm", default="none", help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} "
-                                                       f"(without .pth) or a path")
-    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="loader processes per rank")
+                                                       f"(without .pth) or a path (default: none)")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1000,
+                        help="images per batch and process (default: 1000)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="loader processes per rank (default: min(8, CPU count))")
     parser.add_argument("--debug", action="store_true", help="evaluate one batch only (output gets a debug_ prefix)")
     parser.add_argument("--quick", action="store_true", help="1/50 of the images (the authors' subset)")
     group = parser.add_mutually_exclusive_group()
@@ -63,12 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave out split lines whose image is missing (counted and reported) instead of stopping")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available; "
                                                        "under torchrun cuda:LOCAL_RANK)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the JSON grids")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the JSON grids (default: json/ beside "
+                                                                "this script)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU); "
                                                            "the protocol is fp32")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
-                        help="prompts of --clas clip: 'A photo of a {name}.' (the protocol) or the 80-template ensemble")
+                        help="prompts of --clas clip: 'A photo of a {name}.' (single, the protocol, default) or the "
+                             "80-template ensemble")
     parser.add_argument("--random-init", action="store_true",
                         help="random classifier weights (smoke tests and benchmarks; no download)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
