@@ -98,16 +98,22 @@ def _fft_size(n: int) -> int:
         n += 1
 
 
-def correlate2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
-    """Centred 2-D correlation of every channel of ``x`` (B,C,H,W) with an odd (K,K) ``kernel``, by FFT."""
-    h, w = x.shape[-2:]
-    r = kernel.shape[-1] // 2
-    padded = pad(x, r, r, r, r, border)
-    size = (_fft_size(h + 2 * r), _fft_size(w + 2 * r))
-    flipped = kernel.flip(-1, -2).to(x.device, x.dtype)
+def _correlate_valid(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Correlation of (B,C,H+kh-1,W+kw-1) ``padded`` with ``kernel`` ((kh,kw), or (B,1,kh,kw) for one
+    kernel per image) where the kernel fits entirely: the (B,C,H,W) "valid" part, by FFT."""
+    kh, kw = kernel.shape[-2:]
+    h, w = padded.shape[-2] - kh + 1, padded.shape[-1] - kw + 1
+    size = (_fft_size(padded.shape[-2]), _fft_size(padded.shape[-1]))
+    flipped = kernel.flip(-1, -2).to(padded.device, padded.dtype)  # correlation = convolution, flipped
     spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(flipped, s=size)
     full = torch.fft.irfft2(spectrum, s=size)
-    return full[..., 2 * r : 2 * r + h, 2 * r : 2 * r + w].contiguous()
+    return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].contiguous()
+
+
+def correlate2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
+    """Centred 2-D correlation of every channel of ``x`` (B,C,H,W) with an odd (K,K) ``kernel``, by FFT."""
+    r = kernel.shape[-1] // 2
+    return _correlate_valid(pad(x, r, r, r, r, border), kernel)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, border: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
@@ -130,28 +136,25 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
 
     ``2*radius+1`` taps, tap ``i`` weighted ``exp(-i^2 / (2 sigma^2))`` (normalised) and sampling the
     image at the whole-pixel offset ``(ceil(i*cos(a) - 0.5), ceil(i*sin(a) - 0.5))`` (x, y); pixels
-    outside the image repeat the edge. Taps that land on the same offset are merged, and each
-    distinct offset is one whole-image slice-and-add (a loop over images and taps, not pixels).
+    outside the image repeat the edge. The taps of each image form a sparse 2-D kernel, and the
+    whole batch is filtered at once by FFT.
     """
-    b, c, h, w = x.shape
+    b = x.shape[0]
     width = 2 * radius + 1
     taps = torch.arange(width, dtype=torch.float64)
     weights = torch.exp(-(taps**2) / (2 * sigma**2))
-    weights = (weights / weights.sum()).tolist()
+    weights = weights / weights.sum()
     angles = torch.deg2rad(angles_deg.detach().to("cpu", torch.float64)).reshape(b, 1)
-    offsets_x = torch.ceil(taps * torch.cos(angles) - 0.5).long().tolist()  # (B, width)
-    offsets_y = torch.ceil(taps * torch.sin(angles) - 0.5).long().tolist()
-    margin = width - 1
-    padded = pad(x, margin, margin, margin, margin, "replicate")
-    out = torch.zeros_like(x)
-    for image in range(b):
-        merged: dict[tuple[int, int], float] = {}
-        for dx, dy, weight in zip(offsets_x[image], offsets_y[image], weights):
-            merged[dx, dy] = merged.get((dx, dy), 0.0) + weight
-        for (dx, dy), weight in merged.items():
-            window = padded[image, :, margin + dy : margin + dy + h, margin + dx : margin + dx + w]
-            out[image].add_(window, alpha=weight)
-    return out
+    dx = torch.ceil(taps * torch.cos(angles) - 0.5).long()  # (B, width)
+    dy = torch.ceil(taps * torch.sin(angles) - 0.5).long()
+    # One kernel grid for the batch: the bounding box of every image's offsets.
+    top, bottom = max(0, -int(dy.min())), max(0, int(dy.max()))
+    left, right = max(0, -int(dx.min())), max(0, int(dx.max()))
+    kh, kw = top + bottom + 1, left + right + 1
+    kernels = torch.zeros(b, kh * kw, dtype=torch.float64)
+    kernels.scatter_add_(1, (dy + top) * kw + dx + left, weights.expand(b, -1))
+    padded = pad(x, top, bottom, left, right, "replicate")
+    return _correlate_valid(padded, kernels.reshape(b, 1, kh, kw))
 
 
 # grid_sample's padding for each border. 'reflection' reflects about the edge pixel centres with
