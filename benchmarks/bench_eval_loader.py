@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_fake_benchmark(Path(tmp) / "mixed", "imagenetc-mixed", num_images=args.images,
                                     photos=load_photos())
-        paths = [item.path for item in ImagenetCMixed(root).items]
+        dataset = ImagenetCMixed(root)
+        paths = [dataset.item(i).path for i in range(len(dataset))]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # what a DataLoader worker gets
         for name, decode in (("torchvision", decode_rgb_torchvision), ("PIL", decode_rgb_pil)):

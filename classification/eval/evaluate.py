@@ -134,7 +134,7 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
     with torch.inference_mode():
         for images, labels, rows, columns, indices, decoded in bar:
             if not bool(decoded.all()):
-                bad = dataset.items[int(indices[~decoded][0])]
+                bad = dataset.item(int(indices[~decoded][0]))
                 raise UserInputError(f"image {bad.path} (line {bad.line_no} of {dataset.split_file}) cannot be "
                                      f"decoded; replace the file or remove the line.")
             x = normalize_uint8(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)

@@ -9,6 +9,7 @@ The split file ``images.txt`` has one line per ImageNet validation image, ``<wni
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +35,7 @@ IMAGENETC_GROUPS: dict[str, tuple[str, ...]] = {
     "weather": ("brightness", "fog", "frost", "snow"),
 }
 IMAGENETC_CORRUPTIONS: tuple[str, ...] = tuple(c for group in IMAGENETC_GROUPS.values() for c in group)
+GROUP_OF: dict[str, str] = {c: group for group, names in IMAGENETC_GROUPS.items() for c in names}
 IMAGENETC_CATEGORIES: tuple[str, ...] = (*IMAGENETC_CORRUPTIONS, "colwarp", "clean")
 IMAGENETC_BAR_CORRUPTIONS: tuple[str, ...] = (
     "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout", "cocentric_sine_waves",
@@ -102,18 +104,19 @@ def with_jpg_suffix(path: str) -> str:
 class _FolderListing:
     """Existence checks through one ``os.scandir`` per folder (millions of ``stat`` calls are slow on NFS)."""
 
-    def __init__(self) -> None:
-        self._names: dict[Path, frozenset[str]] = {}
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._names: dict[str, frozenset[str]] = {}
 
-    def exists(self, path: Path) -> bool:
-        folder = path.parent
+    def exists(self, relative: str) -> bool:
+        folder, name = posixpath.split(relative)
         if folder not in self._names:
             try:
-                with os.scandir(folder) as entries:
+                with os.scandir(self.root / folder) as entries:
                     self._names[folder] = frozenset(e.name for e in entries)
             except OSError:
                 self._names[folder] = frozenset()
-        return path.name in self._names[folder]
+        return name in self._names[folder]
 
 
 class CorruptionGrid(Dataset):
@@ -124,9 +127,12 @@ class CorruptionGrid(Dataset):
     ``decoded`` is False (and the image zeros) when the file cannot be decoded, so that the evaluation
     loop, not a loader worker, reports the file.
 
-    Subclasses define ``categories`` and :meth:`candidates` (the possible files of one line in one cell).
-    A line whose image is missing raises :class:`UserInputError` naming it, unless ``skip_missing`` is set:
-    then it is left out and listed in :attr:`missing`.
+    Subclasses define ``categories`` and :meth:`candidates` (the possible files of one line in one cell,
+    relative to the root). A line whose image is missing raises :class:`UserInputError` naming it, unless
+    ``skip_missing`` is set: then it is left out and listed in :attr:`missing`.
+
+    The items (4 million for ImageNet-C) are kept as four small NumPy arrays, not Python objects, so that
+    loader workers do not copy them page by page; :meth:`item` rebuilds one.
     """
 
     categories: tuple[str, ...] = ()
@@ -147,28 +153,36 @@ class CorruptionGrid(Dataset):
             raise UserInputError(f"--quick keeps 1/{QUICK_FRACTION} of the {len(lines)} images of {self.split_file}, "
                                  f"i.e. none; run without --quick.")
         self.quick = quick
-        self.items: list[GridItem] = []
         self.missing: list[MissingImage] = []
-        listing = _FolderListing()
+        rows, columns, line_index, choice = [], [], [], []
+        listing = _FolderListing(self.root)
         for row, category in enumerate(self.categories):
             for column in self.columns(category):
-                for line in self.lines:
+                for index, line in enumerate(self.lines):
                     options = self.candidates(category, column, line)
-                    found = next((p for p in options if listing.exists(p)), None)
+                    found = next((k for k, option in enumerate(options) if listing.exists(option)), None)
                     if found is not None:
-                        self.items.append(GridItem(found, line.label, row, column, line.line_no))
+                        rows.append(row)
+                        columns.append(column)
+                        line_index.append(index)
+                        choice.append(found)
                     elif skip_missing:
-                        self.missing.append(MissingImage(options[0], line.line_no))
+                        self.missing.append(MissingImage(self.root / options[0], line.line_no))
                     else:
                         raise UserInputError(
-                            f"image {options[0]} (line {line.line_no} of {self.split_file}) does not exist; "
-                            f"complete the dataset or pass --skip-missing to leave such images out.")
+                            f"image {self.root / options[0]} (line {line.line_no} of {self.split_file}) does not "
+                            f"exist; complete the dataset or pass --skip-missing to leave such images out.")
+        self._rows = np.asarray(rows, dtype=np.int16)
+        self._columns = np.asarray(columns, dtype=np.int8)
+        self._lines = np.asarray(line_index, dtype=np.int32)
+        self._choice = np.asarray(choice, dtype=np.int8)
 
     def columns(self, category: str) -> Sequence[int]:
         """Grid columns read from disk for ``category`` (one pass with ALL_COLUMNS for the clean images)."""
         return (ALL_COLUMNS,) if category == "clean" else range(len(SEVERITIES))
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
+        """Possible files (relative to the root, '/'-separated) of ``line`` in cell (``category``, ``column``)."""
         raise NotImplementedError
 
     @property
@@ -176,10 +190,16 @@ class CorruptionGrid(Dataset):
         return len(self.categories), len(SEVERITIES)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._rows)
+
+    def item(self, index: int) -> GridItem:
+        row, column = int(self._rows[index]), int(self._columns[index])
+        line = self.lines[int(self._lines[index])]
+        relative = self.candidates(self.categories[row], column, line)[int(self._choice[index])]
+        return GridItem(self.root / relative, line.label, row, column, line.line_no)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, int, bool]:
-        item = self.items[index]
+        item = self.item(index)
         try:
             image, decoded = load_eval_uint8(item.path), True
         except (OSError, ValueError, RuntimeError):
@@ -190,7 +210,7 @@ class CorruptionGrid(Dataset):
         """Summary for the results' metadata."""
         return {"kind": self.kind, "root": str(self.root), "split_file": str(self.split_file),
                 "categories": list(self.categories), "images_in_split": self.num_lines,
-                "images_used": len(self.lines), "quick": self.quick, "files": len(self.items),
+                "images_used": len(self.lines), "quick": self.quick, "files": len(self),
                 "missing": len(self.missing)}
 
 
@@ -201,14 +221,13 @@ class ImagenetC(CorruptionGrid):
     kind = "imagenetc"
     config_key = "imagenetc"
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
         if category == "clean":
-            return [self.root / "clean" / with_jpg_suffix(line.path)]
-        severity = str(SEVERITIES[column])
+            return [f"clean/{with_jpg_suffix(line.path)}"]
+        severity = SEVERITIES[column]
         if category == "colwarp":
-            return [self.root / "color" / severity / with_jpg_suffix(line.path)]
-        group = next(g for g, names in IMAGENETC_GROUPS.items() if category in names)
-        return [self.root / group / category / severity / line.path]
+            return [f"color/{severity}/{with_jpg_suffix(line.path)}"]
+        return [f"{GROUP_OF[category]}/{category}/{severity}/{line.path}"]
 
 
 class ImagenetCBar(CorruptionGrid):
@@ -218,10 +237,10 @@ class ImagenetCBar(CorruptionGrid):
     kind = "imagenetc-bar"
     config_key = "imagenetc-bar"
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
         if category == "clean":
-            return [self.root / "clean" / with_jpg_suffix(line.path)]
-        return [self.root / category / str(SEVERITIES[column]) / line.path]
+            return [f"clean/{with_jpg_suffix(line.path)}"]
+        return [f"{category}/{SEVERITIES[column]}/{line.path}"]
 
 
 class ImagenetCMixed(CorruptionGrid):
@@ -231,12 +250,10 @@ class ImagenetCMixed(CorruptionGrid):
     kind = "imagenetc-mixed"
     config_key = "imagenetc-mixed"
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[Path]:
-        folder = self.root / str(SEVERITIES[column])
-        options = [folder / line.path]
-        if with_jpg_suffix(line.path) != line.path:
-            options.append(folder / with_jpg_suffix(line.path))
-        return options
+    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
+        severity = SEVERITIES[column]
+        jpg = with_jpg_suffix(line.path)
+        return [f"{severity}/{line.path}"] + ([f"{severity}/{jpg}"] if jpg != line.path else [])
 
 
 DATASETS: dict[str, type[CorruptionGrid]] = {
