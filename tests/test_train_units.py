@@ -76,6 +76,7 @@ def test_gradient_clamp_hook_is_per_parameter_and_per_backward():
     assert torch.equal(layer.bias.grad, torch.full((3,), 0.1))  # norm 0.17 < 1: untouched
 
 
+@pytest.mark.slow
 def test_train_step_updates_student_and_teacher_but_not_the_classifier():
     torch.manual_seed(0)
     classifiers = [tiny_classifier(), tiny_classifier()]
@@ -85,8 +86,8 @@ def test_train_step_updates_student_and_teacher_but_not_the_classifier():
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
     corruptions = DeviceCorruptions(["darken", "contrast"], 1, seed=0)
-    crops = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
-    labels = torch.tensor([1, 2])
+    crops = torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8)
+    labels = torch.tensor([1])
     for step in range(2):
         nem_before = {k: v.clone() for k, v in student.nem.state_dict().items()}
         teacher_before = {k: v.clone() for k, v in teacher.nem.state_dict().items()}
@@ -105,7 +106,7 @@ def test_train_step_updates_student_and_teacher_but_not_the_classifier():
     for key, value in student.state_dict().items():
         if key.startswith("classifiers."):
             assert torch.equal(value, frozen[key]), f"classifier tensor {key} changed"
-    assert image_grid(out.visuals["input"]).shape == (3, 228, 454)
+    assert image_grid(out.visuals["input"]).shape == (3, 224, 224)
     images = parameter_images(out.visuals["params"])
     assert images["colour"].shape[0] == 3 and images["kernel"].min() >= 0 and images["kernel"].max() <= 1
 
@@ -120,26 +121,45 @@ def test_device_corruptions_are_keyed():
     assert torch.allclose(clean, normalize(crops.float() / 255))
 
 
+def identity_warp(model: CorrectColMulti) -> None:
+    """Make the NEM predict the identity warp (M = I, s = 0, K = centre tap) whatever the image."""
+    identity = torch.cat([torch.eye(3).flatten(), torch.zeros(3), torch.eye(25)[12]])
+    with torch.no_grad():
+        model.nem.out.weight.zero_()
+        model.nem.out.bias.copy_(identity)
+
+
 @pytest.mark.slow
 def test_loss_falls_on_a_fixed_batch_with_effnet_lite0():
-    """A few dozen steps on one batch (one corruption) must lower the round-1 cross-entropy."""
+    """One corruption (contrast), one fixed batch, the recipe's step: the cross-entropy of both rounds falls.
+
+    Student and teacher start from the identity warp, so the test measures learning, not the recovery
+    from a random warp (which takes far more than a few dozen steps); on one fixed batch the recipe's
+    lr of 1e-3 overshoots, so this uses 1e-4.
+    """
     from classification.classifiers import build_classifier
+    from classification.training.corruptions import corrupt
 
     from conftest import SAMPLE_NAMES, reference_image
 
     torch.manual_seed(0)
     classifier = build_classifier("effnet_lite0")
     student, teacher = make_pair([classifier])
+    identity_warp(student)
+    identity_warp(teacher)
     add_gradient_clamp_hooks(student.nem.parameters())
-    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-3)
-    steps = 24
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-4)
+    steps = 10
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    images = torch.stack([torch.from_numpy(reference_image(n)).permute(2, 0, 1) for n in SAMPLE_NAMES[:4]])
-    clean = images.float() / 255
-    x = normalize(clean * 0.4 + 0.3)  # contrast-like corruption: the same batch every step
-    z = normalize(clean)
+    names = SAMPLE_NAMES[:2]
+    clean = torch.stack([torch.from_numpy(reference_image(n).copy()).permute(2, 0, 1) for n in names]).float() / 255
+    corrupted = torch.stack([torch.from_numpy(corrupt(reference_image(n), "contrast", 1, seed=0)).permute(2, 0, 1)
+                             for n in names]).float() / 255
+    x, z = normalize(corrupted), normalize(clean)
     with torch.no_grad():
-        y = classifier(z).argmax(1)
-    losses = [train_step(student, teacher, x, y, z, 0, optimizer, scheduler).metrics["ce_round1"].item()
-              for _ in range(steps)]
-    assert min(losses[-4:]) < 0.5 * losses[0], losses
+        y = classifier(z).argmax(1)  # the classifier's own clean predictions are the labels
+    losses = [train_step(student, teacher, x, y, z, 0, optimizer, scheduler).metrics for _ in range(steps)]
+    ce1 = [m["ce_round1"].item() for m in losses]
+    ce2 = [m["ce_round2"].item() for m in losses]
+    assert ce1[-1] < 0.5 * ce1[0], ce1
+    assert ce2[-1] < ce2[0], ce2

@@ -190,7 +190,7 @@ class Trainer:
         self.model: nn.Module = self.student
         if ctx.distributed:
             self.model = nn.parallel.DistributedDataParallel(
-                self.student, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
+                self.student, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=False)
         self.writer = None
         if ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter
