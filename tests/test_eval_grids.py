@@ -107,3 +107,19 @@ def test_cli_reports_bad_grids_in_one_sentence(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style, script", [("folder", "validate"), ("path", "compare"), ("module", "eval_vizwiz")])
+def test_entry_points_run(style, script):
+    """``python <file>`` from its folder, ``python <path>`` from the root, and ``python -m``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cwd, command = {"folder": (root / "classification" / "eval", [f"{script}.py"]),
+                    "path": (root, [f"classification/eval/{script}.py"]),
+                    "module": (root, ["-m", f"classification.eval.{script}"])}[style]
+    done = subprocess.run([sys.executable, *command, "--help"], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr

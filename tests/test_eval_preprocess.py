@@ -32,7 +32,7 @@ def test_loader_output_is_normalised_reference(tmp_path):
     expected = read_rgb(REFERENCE / "eval_preprocess" / "portrait_expected.png")
     x = load_eval_image(tmp_path / "portrait.png")
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32
-    want = normalize(torch.from_numpy(expected).permute(2, 0, 1)[None].float() / 255)[0]
+    want = normalize(torch.from_numpy(expected.copy()).permute(2, 0, 1)[None].float() / 255)[0]
     assert torch.allclose(x, want, atol=2 / 255 / 0.224)
     assert load_eval_uint8(tmp_path / "portrait.png").dtype == torch.uint8
 
