@@ -38,15 +38,21 @@ def load_photos() -> list[np.ndarray]:
     return photos + [p[:, ::-1].copy() for p in photos]  # mirrored copies: 12 distinct files
 
 
-def loader_rate(paths: list[Path], decode, repeats: int) -> float:
-    def one_pass() -> float:
+def loader_rates(paths: list[Path], decoders: dict, repeats: int) -> dict[str, float]:
+    """Median images/s of the whole per-image pipeline for each decoder; passes interleaved (fair under load)."""
+    def one_pass(decode) -> float:
         start = time.perf_counter()
         for path in paths:
             normalize_uint8(to_chw_tensor(resize_crop(decode(path))))
         return len(paths) / (time.perf_counter() - start)
 
-    one_pass()  # warm-up (page cache, resampling tables)
-    return statistics.median(one_pass() for _ in range(repeats))
+    rates: dict[str, list[float]] = {name: [] for name in decoders}
+    for decode in decoders.values():
+        one_pass(decode)  # warm-up (page cache, resampling tables)
+    for _ in range(repeats):
+        for name, decode in decoders.items():
+            rates[name].append(one_pass(decode))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def stage_times(paths: list[Path], repeats: int) -> dict[str, float]:
@@ -97,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         paths = [dataset.item(i).path for i in range(len(dataset))]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # what a DataLoader worker gets
-        for name, decode in (("torchvision", decode_rgb_torchvision), ("PIL", decode_rgb_pil)):
-            rate = loader_rate(paths, decode, args.repeats)
+        decoders = {"torchvision": decode_rgb_torchvision, "PIL": decode_rgb_pil}
+        for name, rate in loader_rates(paths, decoders, args.repeats).items():
             print(f"loader, 1 worker, {name:>11} decode: {rate:7.1f} images/s ({1000 / rate:.2f} ms/image, "
                   f"median of {args.repeats} passes over {len(paths)} 224x224 JPEGs)")
         for name, ms in stage_times(paths, args.repeats).items():
