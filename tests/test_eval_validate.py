@@ -42,7 +42,8 @@ def bar_tree(tmp_path_factory):
 
 
 def run_main(*argv: str) -> Path:
-    return validate.main([*argv, "--workers", "0", "--no-progress", "--device", "cpu"])
+    device = [] if "--device" in argv else ["--device", "cpu"]
+    return validate.main([*argv, "--workers", "0", "--no-progress", *device])
 
 
 def test_writes_grid_json_and_sidecar(bar_tree, tmp_path, colour_classifier):
@@ -98,6 +99,7 @@ def test_amp_and_channels_last_run(bar_tree):
 @pytest.mark.parametrize("argv, message", [
     (["--colm", "no_such_checkpoint"], "names no file"),
     (["--batch_size", "0"], "at least 1"),
+    (["--device", "gpu0"], "is not a device"),
 ])
 def test_cli_errors_are_one_sentence(bar_tree, argv, message, capsys, colour_classifier):
     with pytest.raises(SystemExit) as exit_info:

@@ -148,11 +148,16 @@ def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCoun
 
 
 def choose_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """``--device``; by default CUDA if available. A bare ``cuda`` means ``cuda:LOCAL_RANK`` (one GPU per rank)."""
+    try:
+        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UserInputError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
 
 
 def init_distributed(device: torch.device) -> bool:
