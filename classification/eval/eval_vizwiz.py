@@ -15,8 +15,7 @@ from pathlib import Path
 from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.errors import report_user_errors
-from classification.eval.evaluate import CHECKPOINT_DIR, build_eval_model, resolve_colm
-from classification.eval.validate import choose_device
+from classification.eval.evaluate import CHECKPOINT_DIR, build_eval_model, choose_device, resolve_colm
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
 

@@ -99,6 +99,19 @@ def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike |
     return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint), classifier))
 
 
+def choose_device(requested: str | None) -> torch.device:
+    """``--device``; by default CUDA if available. A bare ``cuda`` means ``cuda:LOCAL_RANK`` (one GPU per rank)."""
+    try:
+        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UserInputError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
 def distributed_rank_world() -> tuple[int, int]:
     """(rank, world size) of the default process group, (0, 1) without one."""
     if dist.is_available() and dist.is_initialized():

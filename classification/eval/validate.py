@@ -31,8 +31,8 @@ from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
-from classification.eval.evaluate import (CHECKPOINT_DIR, GridCounts, build_eval_model, distributed_rank_world,
-                                          evaluate_grid, resolve_colm)
+from classification.eval.evaluate import (CHECKPOINT_DIR, GridCounts, build_eval_model, choose_device,
+                                          distributed_rank_world, evaluate_grid, resolve_colm)
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
 
@@ -145,19 +145,6 @@ def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCoun
         "command": " ".join(sys.argv),
         "versions": versions(),
     }
-
-
-def choose_device(requested: str | None) -> torch.device:
-    """``--device``; by default CUDA if available. A bare ``cuda`` means ``cuda:LOCAL_RANK`` (one GPU per rank)."""
-    try:
-        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise UserInputError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return device
 
 
 def init_distributed(device: torch.device) -> bool:
