@@ -1,8 +1,6 @@
 """Pieces of the training recipe: EMA arithmetic, the gradient clamp, one step, a falling loss."""
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 import torch.nn as nn

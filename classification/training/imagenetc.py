@@ -112,6 +112,7 @@ class DistortImageFolder(Dataset):
         resize_size, crop_size: Resize (short side, bilinear) then RandomCrop.
         corrupt_in_loader: if False, return ``(uint8 crop (3,H,W), label)`` for :func:`distort_batch`.
         seed: makes every sample a function of ``(seed, epoch, index)``; see the module docstring.
+        scan: a :func:`scan_image_folder` result to reuse (the train and val splits walk the folder once).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", methods: Sequence[str] = TRAINING_SET,

@@ -102,6 +102,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserInputError(f"--ema-rate must be in [0, 1], got {args.ema_rate}.")
     if args.lr <= 0 or args.grad_clamp <= 0:
         raise UserInputError("--lr and --grad-clamp must be positive.")
+    if args.crop_size > args.resize_size:
+        raise UserInputError(f"--crop-size ({args.crop_size}) cannot exceed --resize-size ({args.resize_size}).")
 
 
 def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
@@ -195,7 +197,8 @@ class Trainer:
         if ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.logdir), purge_step=self.start_epoch * args.iters_per_epoch)
+            # on resume, drop the events logged after the checkpoint by the interrupted process
+            self.writer = SummaryWriter(str(self.logdir), purge_step=self.start_epoch * args.iters_per_epoch or None)
 
     def _loader(self, dataset: DistortImageFolder, workers: int) -> tuple[DistributedSampler, DataLoader]:
         sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True,
