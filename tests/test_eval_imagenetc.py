@@ -1,6 +1,8 @@
 """ImageNet-C / C-Bar / C-Mixed datasets and the accuracy grid, checked against an independent computation."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from classification.errors import UserInputError
 from classification.eval.evaluate import GridCounts, evaluate_grid
 from classification.eval.fake_benchmark import write_fake_benchmark
 from classification.eval.imagenetc import (ALL_COLUMNS, IMAGENETC_BAR_CATEGORIES, IMAGENETC_CATEGORIES, ImagenetC,
-                                           ImagenetCBar, ImagenetCMixed, SplitLine, quick_subset, read_split)
+                                           ImagenetCBar, ImagenetCMixed, quick_cells, read_split)
 from classification.eval.preprocess import decode_rgb_pil, resize_crop
 
 SMALL = (30, 40)  # source size of the fake files (the loader resizes them to 232 and crops 224)
@@ -51,32 +53,41 @@ def split_of(root) -> list[tuple[str, int]]:
     return [(a, int(b)) for a, b in (line.split() for line in (root / "images.txt").read_text().splitlines())]
 
 
-def expected_grid(root, kind: str, model: nn.Module, lines=None) -> list[list[float]]:
-    """Accuracy per cell, computed file by file from the documented layout."""
-    lines = lines or split_of(root)
+def file_for(root, kind: str, category: str, severity: int, path: str):
+    """The file of split path ``path`` for (category, severity), from the documented layouts."""
+    jpg = path.replace(".JPEG", ".jpg")
+    if kind == "mixed":
+        candidate = root / str(severity) / path
+        return candidate if candidate.exists() else root / str(severity) / jpg
+    if category == "clean":
+        return root / "clean" / jpg
+    if kind == "bar":
+        return root / category / str(severity) / path
+    return root / IMAGENETC_FOLDERS[category] / str(severity) / (jpg if category == "colwarp" else path)
 
-    def file_for(category, severity, path):
-        jpg = path.replace(".JPEG", ".jpg")
-        if kind == "mixed":
-            candidate = root / str(severity) / path
-            return candidate if candidate.exists() else root / str(severity) / jpg
-        if category == "clean":
-            return root / "clean" / jpg
-        if kind == "bar":
-            return root / category / str(severity) / path
-        folder = IMAGENETC_FOLDERS[category]
-        return root / folder / str(severity) / (jpg if category == "colwarp" else path)
 
-    categories = {"c": IMAGENETC_CATEGORIES, "bar": IMAGENETC_BAR_CATEGORIES, "mixed": ("mixed",)}[kind]
+CATEGORIES = {"c": IMAGENETC_CATEGORIES, "bar": IMAGENETC_BAR_CATEGORIES, "mixed": ("mixed",)}
+
+
+def expected_grid(root, kind: str, model: nn.Module) -> list[list[float]]:
+    """Accuracy per cell, computed file by file."""
+    lines = split_of(root)
     grid = []
-    for category in categories:
+    for category in CATEGORIES[kind]:
         row = []
         for severity in range(1, 6):
-            predictions = predict(model, [file_for(category, severity, p) for p, _ in lines])
+            predictions = predict(model, [file_for(root, kind, category, severity, p) for p, _ in lines])
             right = sum(pred == label for pred, (_, label) in zip(predictions, lines))
             row.append(100.0 * right / len(lines))
         grid.append(row)
     return grid
+
+
+def authors_quick_entries(num_lines: int, categories) -> list[tuple[int, int, str]]:
+    """(line index, severity, category) of the authors' quick list: nested loops, category fastest."""
+    entries = [(i, sev, cat) for i in range(num_lines) for sev in range(1, 6) for cat in categories]
+    keep = np.random.RandomState(42).permutation(len(entries))[: len(entries) // 50]
+    return [entries[k] for k in keep]
 
 
 @pytest.fixture(autouse=True)
@@ -113,21 +124,21 @@ def test_clean_images_are_read_once_and_fill_every_column(trees):
     dataset = ImagenetC(trees["c"])
     lines = len(split_of(trees["c"]))
     clean = [item for item in items(dataset) if item.row == IMAGENETC_CATEGORIES.index("clean")]
-    assert len(clean) == lines and all(item.column == ALL_COLUMNS for item in clean)
+    assert len(clean) == lines and all(item.columns == ALL_COLUMNS for item in clean)
     assert len(dataset) == lines * (16 * 5 + 1)
     assert dataset.shape == (17, 5)
 
 
 def test_layout_paths(trees):
     dataset = ImagenetC(trees["c"])
-    paths = {(IMAGENETC_CATEGORIES[i.row], i.column): i.path for i in items(dataset) if i.line_no == 1}
+    paths = {(IMAGENETC_CATEGORIES[i.row], i.columns): i.path for i in items(dataset) if i.line_no == 1}
     first = split_of(trees["c"])[0][0]
-    assert paths[("glass_blur", 2)] == trees["c"] / "blur" / "glass_blur" / "3" / first
-    assert paths[("colwarp", 0)] == trees["c"] / "color" / "1" / first.replace(".JPEG", ".jpg")
-    assert paths[("clean", ALL_COLUMNS)] == trees["c"] / "clean" / first.replace(".JPEG", ".jpg")
+    assert paths[("glass_blur", 0b00100)] == trees["c"] / "blur" / "glass_blur" / "3" / first
+    assert paths[("colwarp", 0b00001)] == trees["c"] / "color" / "1" / first.replace(".JPEG", ".jpg")
+    assert paths[("clean", 0b11111)] == trees["c"] / "clean" / first.replace(".JPEG", ".jpg")
     mixed = ImagenetCMixed(trees["mixed"])
-    suffixes = {item.column: item.path.suffix for item in items(mixed)}
-    assert suffixes == {0: ".JPEG", 1: ".jpg", 2: ".JPEG", 3: ".jpg", 4: ".JPEG"}
+    suffixes = {item.columns: item.path.suffix for item in items(mixed)}
+    assert suffixes == {1: ".JPEG", 2: ".jpg", 4: ".JPEG", 8: ".jpg", 16: ".JPEG"}
 
 
 def test_partial_last_batch_and_batch_size_do_not_matter(trees):
@@ -143,27 +154,48 @@ def test_debug_evaluates_one_batch(trees):
     assert int(counts.total.sum()) == 3
 
 
-def test_quick_subset_is_the_authors_permutation():
-    lines = [SplitLine(f"n0/{i}.JPEG", 0, i + 1) for i in range(260)]
-    keep = quick_subset(lines)
-    want = np.random.RandomState(42).permutation(260)[: 260 // 50]
-    assert sorted(l.line_no - 1 for l in keep) == sorted(want.tolist())
+def test_quick_cells_are_the_authors_subset():
+    want = {(i, sev - 1, IMAGENETC_CATEGORIES.index(cat)) for i, sev, cat in authors_quick_entries(30, IMAGENETC_CATEGORIES)}
+    got = quick_cells(30, len(IMAGENETC_CATEGORIES))
+    assert len(got) == 30 * 85 // 50 and {tuple(r) for r in got.tolist()} == want
 
 
-def test_quick_dataset_uses_the_subset(tmp_path):
-    root = write_fake_benchmark(tmp_path / "mixed", "imagenetc-mixed", num_images=100, size=(8, 8))
-    dataset = ImagenetCMixed(root, quick=True)
-    want = sorted(np.random.RandomState(42).permutation(100)[:2].tolist())
-    assert sorted({item.line_no - 1 for item in items(dataset)}) == want
-    assert len(dataset) == 2 * 5 and dataset.describe()["images_used"] == 2
+def test_quick_grid_matches_the_authors_subset(tmp_path):
+    root = write_fake_benchmark(tmp_path / "c", "imagenetc", num_images=12, size=(8, 8), seed=4)
+    lines = split_of(root)
+    entries = authors_quick_entries(len(lines), IMAGENETC_CATEGORIES)
+    correct, total = np.zeros((17, 5), int), np.zeros((17, 5), int)
+    files = [file_for(root, "c", cat, sev, lines[i][0]) for i, sev, cat in entries]
+    for (i, sev, cat), pred in zip(entries, predict(ColourClassifier(), files)):
+        row = IMAGENETC_CATEGORIES.index(cat)
+        total[row, sev - 1] += 1
+        correct[row, sev - 1] += pred == lines[i][1]
+    dataset = ImagenetC(root, quick=True)
+    counts = evaluate_grid(ColourClassifier(), dataset, batch_size=5, workers=0, progress=False)
+    assert counts.total.tolist() == total.tolist() and counts.correct.tolist() == correct.tolist()
+    assert counts.total.sum() == 12 * 85 // 50
+    clean_entries = sum(cat == "clean" for _, _, cat in entries)
+    assert len(dataset) <= len(entries) and len(dataset) >= len(entries) - clean_entries + (clean_entries > 0)
+
+
+def test_quick_without_entries_is_reported(tmp_path):
+    root = write_fake_benchmark(tmp_path / "mixed", "imagenetc-mixed", num_images=3, size=(8, 8))
+    with pytest.raises(UserInputError, match="--quick"):
+        ImagenetCMixed(root, quick=True)
 
 
 def test_grid_counts_accumulate_per_cell():
     counts = GridCounts.zeros(2)
-    counts.add(torch.tensor([True, False, True]), torch.tensor([0, 1, 1]), torch.tensor([2, ALL_COLUMNS, 4]))
+    counts.add(torch.tensor([True, False, True]), torch.tensor([0, 1, 1]), torch.tensor([1 << 2, ALL_COLUMNS, 1 << 4]))
     assert counts.total.tolist() == [[0, 0, 1, 0, 0], [1, 1, 1, 1, 2]]
     assert counts.correct.tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]]
     assert counts.accuracy()[1] == [0.0, 0.0, 0.0, 0.0, 50.0]
+
+
+def test_accuracy_has_the_authors_float32_digits():
+    counts = GridCounts.zeros(1)
+    counts.add(torch.tensor([True, False, False]), torch.zeros(3, dtype=torch.long), torch.tensor([1, 1, 1]))
+    assert json.dumps(counts.accuracy()) == "[[33.33333206176758, 0.0, 0.0, 0.0, 0.0]]"
 
 
 # --------------------------------------------------------------------------- bad input

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from classification.errors import UserInputError
-from classification.eval.imagenetc import ALL_COLUMNS, SEVERITIES, CorruptionGrid
+from classification.eval.imagenetc import SEVERITIES, CorruptionGrid
 from classification.eval.preprocess import normalize_uint8
 from classification.training.model import SyMPIE, freeze
 
@@ -43,16 +43,18 @@ class GridCounts:
         return cls(torch.zeros(shape, dtype=torch.int64, device=device), torch.zeros(shape, dtype=torch.int64, device=device))
 
     def add(self, correct: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
-        """Count a batch: ``correct`` (B,) bool, grid ``rows`` (B,), ``columns`` (B,), ALL_COLUMNS = every column."""
-        cells = torch.arange(len(SEVERITIES), device=columns.device)
-        hit = (columns[:, None] == cells) | (columns[:, None] == ALL_COLUMNS)  # (B, 5)
-        self.total.index_add_(0, rows, hit.long())
-        self.correct.index_add_(0, rows, (hit & correct[:, None]).long())
+        """Count a batch: ``correct`` (B,) bool, grid ``rows`` (B,), column bit masks ``columns`` (B,)."""
+        bits = torch.arange(len(SEVERITIES), device=columns.device)
+        hit = (columns.long()[:, None] >> bits) & 1  # (B, 5)
+        self.total.index_add_(0, rows.long(), hit)
+        self.correct.index_add_(0, rows.long(), hit * correct.long()[:, None])
 
     def accuracy(self) -> list[list[float]]:
-        """Accuracy grid in percent (rows x 5); an empty cell reads 0.0."""
-        acc = 100.0 * self.correct.double() / self.total.clamp(min=1).double()
-        return acc.cpu().tolist()
+        """Accuracy grid in percent (rows x 5), computed in float32 as the authors' script does (same
+        digits in the JSON); an empty cell reads 0.0."""
+        total = self.total.float()
+        acc = self.correct.float() * (100 / total)
+        return torch.where(self.total > 0, acc, torch.zeros_like(acc)).cpu().tolist()
 
     def all_reduce(self) -> None:
         """Sum the counts over the ranks of the default process group."""

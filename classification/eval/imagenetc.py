@@ -1,10 +1,15 @@
 """ImageNet-C, ImageNet-C-Bar and ImageNet-C-Mixed as accuracy grids (SPEC §6.1).
 
-Every dataset is a flat list of :class:`GridItem` (image file, label, grid row, severity column). A grid
-has one row per category and five columns (severities 1..5). The clean images are read once: their
-items carry ``column = ALL_COLUMNS`` and count in every column of the ``clean`` row.
+Every dataset is a flat list of :class:`GridItem` (image file, label, grid row, columns). A grid has one
+row per category and five columns (severities 1..5). An item counts in the columns of its bit mask
+(bit ``c`` = severity ``c + 1``): one bit for a corrupted file; all five for a clean image, which is
+therefore read and classified once instead of five times (same grid).
 
 The split file ``images.txt`` has one line per ImageNet validation image, ``<wnid>/<file>.JPEG <label>``.
+
+``--quick`` keeps the authors' subset: their evaluation list enumerates (line, severity, category) with
+the category varying fastest, and keeps ``RandomState(42).permutation(n)[: n // 50]`` of its ``n``
+entries, so each cell gets its own random ~2 % of the images (clean ones included, per column).
 """
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +26,7 @@ from classification.errors import UserInputError
 from classification.eval.preprocess import CROP, load_eval_uint8
 
 SEVERITIES = (1, 2, 3, 4, 5)
-ALL_COLUMNS = -1
+ALL_COLUMNS = (1 << len(SEVERITIES)) - 1  # column mask of an image counted at every severity
 SPLIT_FILE = "images.txt"
 QUICK_SEED = 42
 QUICK_FRACTION = 50
@@ -60,7 +64,7 @@ class GridItem:
     path: Path
     label: int
     row: int
-    column: int  # 0..4, or ALL_COLUMNS for the clean images
+    columns: int  # bit mask: bit c = severity c + 1
     line_no: int
 
 
@@ -89,10 +93,19 @@ def read_split(split_file: Path) -> list[SplitLine]:
     return lines
 
 
-def quick_subset(lines: Sequence[SplitLine]) -> list[SplitLine]:
-    """The ``--quick`` subset: ``RandomState(42).permutation(n)[: n // 50]`` of the split lines (file order)."""
-    keep = np.random.RandomState(QUICK_SEED).permutation(len(lines))[: len(lines) // QUICK_FRACTION]
-    return [lines[i] for i in sorted(keep.tolist())]
+def quick_cells(num_lines: int, num_categories: int) -> np.ndarray:
+    """The ``--quick`` entries as (line index, column, row) rows, sorted: the authors' 1/50 subset of the
+    (line, severity, category) enumeration, category fastest."""
+    n = num_lines * len(SEVERITIES) * num_categories
+    keep = np.random.RandomState(QUICK_SEED).permutation(n)[: n // QUICK_FRACTION]
+    line, rest = np.divmod(keep, len(SEVERITIES) * num_categories)
+    column, row = np.divmod(rest, num_categories)
+    return np.stack([line, column, row], axis=1)[np.lexsort((line, column, row))]
+
+
+def severity_of(columns: int) -> int:
+    """The severity of a one-column mask (1 << c -> c + 1)."""
+    return SEVERITIES[columns.bit_length() - 1]
 
 
 def with_jpg_suffix(path: str) -> str:
@@ -120,7 +133,7 @@ class _FolderListing:
 
 
 class CorruptionGrid(Dataset):
-    """Base class: ``dataset[i] -> (image, label, row, column, i, decoded)``.
+    """Base class: ``dataset[i] -> (image, label, row, column mask, i, decoded)``.
 
     ``image`` is the preprocessed uint8 (3, 224, 224) tensor (normalised on the device, see
     :func:`~classification.eval.preprocess.normalize_uint8`: a quarter of the inter-process traffic).
@@ -146,43 +159,58 @@ class CorruptionGrid(Dataset):
             raise UserInputError(f"dataset folder {self.root} does not exist; set the '{self.config_key}' key in "
                                  f"config_paths.yaml or pass --root PATH.")
         self.split_file = Path(split_file) if split_file is not None else self.root / SPLIT_FILE
-        lines = read_split(self.split_file)
-        self.num_lines = len(lines)
-        self.lines = quick_subset(lines) if quick else lines
-        if not self.lines:
-            raise UserInputError(f"--quick keeps 1/{QUICK_FRACTION} of the {len(lines)} images of {self.split_file}, "
-                                 f"i.e. none; run without --quick.")
+        self.lines = read_split(self.split_file)
         self.quick = quick
         self.missing: list[MissingImage] = []
-        rows, columns, line_index, choice = [], [], [], []
+        rows, masks, line_index, choice = [], [], [], []
         listing = _FolderListing(self.root)
-        for row, category in enumerate(self.categories):
-            for column in self.columns(category):
-                for index, line in enumerate(self.lines):
-                    options = self.candidates(category, column, line)
-                    found = next((k for k, option in enumerate(options) if listing.exists(option)), None)
-                    if found is not None:
-                        rows.append(row)
-                        columns.append(column)
-                        line_index.append(index)
-                        choice.append(found)
-                    elif skip_missing:
-                        self.missing.append(MissingImage(self.root / options[0], line.line_no))
-                    else:
-                        raise UserInputError(
-                            f"image {self.root / options[0]} (line {line.line_no} of {self.split_file}) does not "
-                            f"exist; complete the dataset or pass --skip-missing to leave such images out.")
+        for row, column_mask, index in self._cells():
+            category, line = self.categories[row], self.lines[index]
+            options = self.candidates(category, column_mask, line)
+            found = next((k for k, option in enumerate(options) if listing.exists(option)), None)
+            if found is not None:
+                rows.append(row)
+                masks.append(column_mask)
+                line_index.append(index)
+                choice.append(found)
+            elif skip_missing:
+                self.missing.append(MissingImage(self.root / options[0], line.line_no))
+            else:
+                raise UserInputError(
+                    f"image {self.root / options[0]} (line {line.line_no} of {self.split_file}) does not "
+                    f"exist; complete the dataset or pass --skip-missing to leave such images out.")
+        if not rows and not self.missing:
+            raise UserInputError(f"--quick keeps 1/{QUICK_FRACTION} of the {len(self.lines)} x "
+                                 f"{len(SEVERITIES) * len(self.categories)} evaluations of {self.split_file}, "
+                                 f"i.e. none; run without --quick.")
         self._rows = np.asarray(rows, dtype=np.int16)
-        self._columns = np.asarray(columns, dtype=np.int8)
+        self._masks = np.asarray(masks, dtype=np.int8)
         self._lines = np.asarray(line_index, dtype=np.int32)
         self._choice = np.asarray(choice, dtype=np.int8)
 
-    def columns(self, category: str) -> Sequence[int]:
-        """Grid columns read from disk for ``category`` (one pass with ALL_COLUMNS for the clean images)."""
-        return (ALL_COLUMNS,) if category == "clean" else range(len(SEVERITIES))
+    def _cells(self):
+        """(row, column mask, line index) of every file to read, grouped by folder."""
+        num_lines = len(self.lines)
+        clean = self.categories.index("clean") if "clean" in self.categories else -1
+        if not self.quick:
+            for row in range(len(self.categories)):
+                for column in ([None] if row == clean else range(len(SEVERITIES))):
+                    mask = ALL_COLUMNS if column is None else 1 << column
+                    for index in range(num_lines):
+                        yield row, mask, index
+            return
+        clean_masks: dict[int, int] = {}
+        for index, column, row in quick_cells(num_lines, len(self.categories)).tolist():
+            if row == clean:
+                clean_masks[index] = clean_masks.get(index, 0) | 1 << column
+            else:
+                yield row, 1 << column, index
+        for index in sorted(clean_masks):
+            yield clean, clean_masks[index], index
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
-        """Possible files (relative to the root, '/'-separated) of ``line`` in cell (``category``, ``column``)."""
+    def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
+        """Possible files (relative to the root, '/'-separated) of ``line`` for ``category`` at the severity of
+        the column mask ``columns`` (clean images do not depend on it)."""
         raise NotImplementedError
 
     @property
@@ -193,10 +221,10 @@ class CorruptionGrid(Dataset):
         return len(self._rows)
 
     def item(self, index: int) -> GridItem:
-        row, column = int(self._rows[index]), int(self._columns[index])
+        row, columns = int(self._rows[index]), int(self._masks[index])
         line = self.lines[int(self._lines[index])]
-        relative = self.candidates(self.categories[row], column, line)[int(self._choice[index])]
-        return GridItem(self.root / relative, line.label, row, column, line.line_no)
+        relative = self.candidates(self.categories[row], columns, line)[int(self._choice[index])]
+        return GridItem(self.root / relative, line.label, row, columns, line.line_no)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, int, bool]:
         item = self.item(index)
@@ -204,13 +232,13 @@ class CorruptionGrid(Dataset):
             image, decoded = load_eval_uint8(item.path), True
         except (OSError, ValueError, RuntimeError):
             image, decoded = torch.zeros(3, CROP, CROP, dtype=torch.uint8), False
-        return image, item.label, item.row, item.column, index, decoded
+        return image, item.label, item.row, item.columns, index, decoded
 
     def describe(self) -> dict:
         """Summary for the results' metadata."""
         return {"kind": self.kind, "root": str(self.root), "split_file": str(self.split_file),
-                "categories": list(self.categories), "images_in_split": self.num_lines,
-                "images_used": len(self.lines), "quick": self.quick, "files": len(self),
+                "categories": list(self.categories), "images_in_split": len(self.lines),
+                "images_used": len(np.unique(self._lines)), "quick": self.quick, "files": len(self),
                 "missing": len(self.missing)}
 
 
@@ -221,10 +249,10 @@ class ImagenetC(CorruptionGrid):
     kind = "imagenetc"
     config_key = "imagenetc"
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
+    def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
             return [f"clean/{with_jpg_suffix(line.path)}"]
-        severity = SEVERITIES[column]
+        severity = severity_of(columns)
         if category == "colwarp":
             return [f"color/{severity}/{with_jpg_suffix(line.path)}"]
         return [f"{GROUP_OF[category]}/{category}/{severity}/{line.path}"]
@@ -237,10 +265,10 @@ class ImagenetCBar(CorruptionGrid):
     kind = "imagenetc-bar"
     config_key = "imagenetc-bar"
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
+    def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
             return [f"clean/{with_jpg_suffix(line.path)}"]
-        return [f"{category}/{SEVERITIES[column]}/{line.path}"]
+        return [f"{category}/{severity_of(columns)}/{line.path}"]
 
 
 class ImagenetCMixed(CorruptionGrid):
@@ -250,8 +278,8 @@ class ImagenetCMixed(CorruptionGrid):
     kind = "imagenetc-mixed"
     config_key = "imagenetc-mixed"
 
-    def candidates(self, category: str, column: int, line: SplitLine) -> list[str]:
-        severity = SEVERITIES[column]
+    def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
+        severity = severity_of(columns)
         jpg = with_jpg_suffix(line.path)
         return [f"{severity}/{line.path}"] + ([f"{severity}/{jpg}"] if jpg != line.path else [])
 

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="loader processes per rank (default: min(8, CPU count))")
     parser.add_argument("--debug", action="store_true", help="evaluate one batch only (output gets a debug_ prefix)")
-    parser.add_argument("--quick", action="store_true", help="1/50 of the images (the authors' subset)")
+    parser.add_argument("--quick", action="store_true", help="the authors' 1/50 subset of the (image, severity, category) evaluations")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--bar", action="store_true", help="ImageNet-C-Bar instead of ImageNet-C")
     group.add_argument("--mixed", action="store_true", help="ImageNet-C-Mixed instead of ImageNet-C")
