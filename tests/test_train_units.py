@@ -74,7 +74,6 @@ def test_gradient_clamp_hook_is_per_parameter_and_per_backward():
     assert torch.equal(layer.bias.grad, torch.full((3,), 0.1))  # norm 0.17 < 1: untouched
 
 
-@pytest.mark.slow
 def test_train_step_updates_student_and_teacher_but_not_the_classifier():
     torch.manual_seed(0)
     classifiers = [tiny_classifier(), tiny_classifier()]
