@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> Path | None:
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
         model = build_eval_model(make_classifier(args), colm_path)
         if rank == 0:
-            log.info("%s: %d files (%d images x %d categories), classifier %s, SyMPIE %s, %d process(es) on %s",
-                     key, len(dataset), len(dataset.lines), len(dataset.categories), args.clas,
-                     colm_path or "none", world, device)
+            log.info("%s: %d files to classify (%d of the %d split images, %d categories), classifier %s, "
+                     "SyMPIE %s, %d process(es) on %s", key, len(dataset), dataset.describe()["images_used"],
+                     len(dataset.lines), len(dataset.categories), args.clas, colm_path or "none", world, device)
         started = datetime.now(timezone.utc)
         tic = time.perf_counter()
         counts = evaluate_grid(model, dataset, batch_size=args.batch_size, workers=args.workers, device=device,
