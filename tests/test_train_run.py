@@ -125,6 +125,15 @@ def distributed_worker(rank: int, world_size: int, port: int, argv: list[str]) -
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    fit = train_module.Trainer.fit
+
+    def fit_and_save_models(trainer):
+        fit(trainer)
+        torch.save({"student": train_module.ckpt.trainable_state(trainer.student),
+                    "teacher": train_module.ckpt.trainable_state(trainer.teacher)},
+                   trainer.logdir / f"models_rank{rank}.pt")
+
+    train_module.Trainer.fit = fit_and_save_models
     train(build_parser().parse_args(argv), classifiers=[tiny_classifier(0), tiny_classifier(1)])
 
 
@@ -139,6 +148,9 @@ def test_two_gloo_processes(imagenet, tmp_path):
     assert len(state["rng"]) == 2 and state["step"] == 2 and state["epoch"] == 1
     assert len(load_nem_checkpoint(logdir / "final.pth")) == 51
     assert "2 processes" in (logdir / "train.log").read_text()
+    rank0, rank1 = (torch.load(logdir / f"models_rank{r}.pt", weights_only=True) for r in (0, 1))
+    for role in ("student", "teacher"):  # DDP gradients and averaged BatchNorm statistics keep them equal
+        assert tensors_equal(rank0[role], rank1[role]), role
 
 
 def run_main(argv, capsys) -> str:

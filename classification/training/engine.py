@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -82,9 +82,13 @@ class StepOutput:
 def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
                clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False,
-               keep_visuals: bool = False) -> StepOutput:
+               keep_visuals: bool = False, sync_buffers: Callable[[], None] | None = None) -> StepOutput:
     """Two rounds (``ce1`` on the corrupted input, ``round2_weight * ce2`` on the teacher-corrected input),
-    one optimizer and scheduler step, then the EMA update of the teacher."""
+    one optimizer and scheduler step, then the EMA update of the teacher.
+
+    ``sync_buffers``, if given, runs just before the EMA update (to make the student's BatchNorm
+    statistics identical across processes when there is no SyncBatchNorm).
+    """
     core = unwrap(student)
     with torch.no_grad(), autocast(x.device, amp):
         _, _, teacher_corrected = teacher(x, clasid)
@@ -101,6 +105,8 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
     (round2_weight * ce2).backward()
     optimizer.step()
     scheduler.step()
+    if sync_buffers is not None:
+        sync_buffers()
     ema_update(teacher, core, ema_rate)
 
     classifier = core.classifiers[clasid]

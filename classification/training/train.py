@@ -233,9 +233,7 @@ class Trainer:
             show = bool(args.image_every) and step % args.image_every == 0 and ctx.is_main
             out = train_step(self.model, self.teacher, x, y, z, step % len(self.student.classifiers),
                              self.optimizer, self.scheduler, args.ema_rate, args.round2_weight, args.amp,
-                             keep_visuals=show)
-            if not self.sync_bn:
-                self._average_batchnorm_statistics()
+                             keep_visuals=show, sync_buffers=self._average_batchnorm_statistics)
             metrics = all_reduce_mean(torch.stack([out.metrics[k] for k in TRAIN_METRICS]), ctx).tolist()
             if ctx.is_main:
                 self._log_step(step, dict(zip(TRAIN_METRICS, metrics)), out.visuals)
@@ -255,7 +253,7 @@ class Trainer:
 
     def _average_batchnorm_statistics(self) -> None:
         """Without SyncBatchNorm, keep the processes' running statistics (and so the teachers) identical."""
-        if not self.ctx.distributed:
+        if not self.ctx.distributed or self.sync_bn:
             return
         for buffer in self.student.nem.buffers():
             if buffer.is_floating_point():
@@ -272,6 +270,7 @@ class Trainer:
     def end_of_epoch(self, epoch: int) -> None:
         """Validation, best checkpoints, the full training checkpoint."""
         metrics = validate(self.student, self.validation_batches(), self.ctx, self.args.amp)
+        self._average_batchnorm_statistics()  # validation runs in training mode, as the authors' did
         scores = {"uw": metrics["dacc_uw"], "uo": metrics["dacc_uo"]}
         if self.segmentation.names:
             scores.update(self.segmentation(self.student.nem))
