@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +154,21 @@ def test_two_gloo_processes(imagenet, tmp_path):
     rank0, rank1 = (torch.load(logdir / f"models_rank{r}.pt", weights_only=True) for r in (0, 1))
     for role in ("student", "teacher"):  # DDP gradients and averaged BatchNorm statistics keep them equal
         assert tensors_equal(rank0[role], rank1[role]), role
+
+
+@pytest.mark.slow
+def test_torchrun_command_line(imagenet, tmp_path):
+    """The real entry point under torchrun, with torchvision classifiers (random weights, no download)."""
+    script = Path(train_module.__file__)
+    logdir = tmp_path / "cli"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(free_port()),
+               str(script), "--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--epochs", "1",
+               "--random-classifiers", "--classifiers", "rn18", "mnet_1", "--gpu-corruptions"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=script.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "done:" in result.stderr
+    assert len(load_nem_checkpoint(logdir / "final.pth")) == 51
 
 
 def run_main(argv, capsys) -> str:
