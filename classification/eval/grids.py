@@ -141,7 +141,7 @@ def corruption_errors(grid: Grid) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- heat maps
 
-CELL_W, CELL_H, LABEL_W, HEADER_H, MARGIN = 66, 30, 44, 160, 12
+CELL_W, CELL_H, LABEL_W, MARGIN = 66, 30, 44, 12
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -168,17 +168,20 @@ def _sequential(value: float) -> tuple[int, int, int]:
 def render_heatmap(grid: Grid, path: str | os.PathLike, title: str, signed: bool = False) -> Path:
     """Save the :func:`table` of ``grid`` as a PNG heat map with the values written in the cells (atomic)."""
     rows, cols, values = table(grid)
-    width = MARGIN * 2 + LABEL_W + CELL_W * len(cols)
-    height = MARGIN * 2 + HEADER_H + CELL_H * len(rows) + 24
+    title_font, font = _font(15), _font(12)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_len = int(max(measure.textlength(name, font=font) for name in cols)) + 8
+    header_h = 40 + label_len  # title line + rotated column labels
+    width = max(MARGIN * 2 + LABEL_W + CELL_W * len(cols), MARGIN * 2 + int(measure.textlength(title, font=title_font)))
+    height = MARGIN * 2 + header_h + CELL_H * len(rows) + 24
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    title_font, font = _font(15), _font(12)
     draw.text((MARGIN, MARGIN), title, fill="black", font=title_font)
     scale = float(np.abs(values).max()) if signed else 100.0
-    top = MARGIN + HEADER_H
+    top = MARGIN + header_h
     left = MARGIN + LABEL_W
     for j, name in enumerate(cols):  # rotated column labels
-        label = Image.new("RGBA", (HEADER_H - 36, CELL_W), (255, 255, 255, 0))
+        label = Image.new("RGBA", (label_len, CELL_W), (255, 255, 255, 0))
         ImageDraw.Draw(label).text((2, CELL_W // 2 - 8), name, fill="black", font=font)
         rotated = label.rotate(90, expand=True)
         image.paste(rotated, (left + j * CELL_W, top - rotated.height - 4), rotated)
