@@ -115,8 +115,15 @@ def build_clip_classifier(pretrained: bool = True, templates: str = "single",
         cache_file = Path(cache_dir or default_cache_dir()) / f"{MODEL_NAME}_{PRETRAINED}_{templates}.pt"
         key = {"model": MODEL_NAME, "pretrained": PRETRAINED, "templates": templates, "classes": len(classnames)}
         tokenizer = open_clip.get_tokenizer(MODEL_NAME)
-        embeddings = cached_class_embeddings(
-            cache_file, lambda: encode_class_embeddings(model, tokenizer, classnames, modes), key)
+
+        def compute() -> torch.Tensor:  # on a GPU when there is one: the 80-template ensemble is 80,000 prompts
+            encoder = model.to("cuda" if torch.cuda.is_available() else "cpu")
+            try:
+                return encode_class_embeddings(encoder, tokenizer, classnames, modes)
+            finally:
+                model.to("cpu")
+
+        embeddings = cached_class_embeddings(cache_file, compute, key)
     else:
         generator = torch.Generator().manual_seed(0)
         width = model.text_projection.shape[1]
