@@ -7,9 +7,9 @@
    224x224 for EfficientNet-Lite0 (offline pretrained weights) and ResNet-50 (random weights); each
    configuration runs in a fresh process so that its peak memory (RSS on CPU, allocator peak on CUDA)
    is its own.
-2. Corrupted samples per second: the loader path (decode, crop and corrupt one image at a time, as
-   the DataLoader workers do) against ``--gpu-corruptions`` (decode and crop in the loader, corrupt
-   the batch on the device).
+2. Samples per second: decoding and cropping alone, the loader path (decode, crop and corrupt one
+   image at a time, as the DataLoader workers do) and ``--gpu-corruptions`` (decode and crop in the
+   loader, the batch corrupted on the device; the decode + crop time is included).
 """
 from __future__ import annotations
 
@@ -73,25 +73,32 @@ def write_images(folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / "cls" / f"{i:04d}.jpg", quality=90)
 
 
-def images_per_second(root: Path, batch_size: int, batches: int, device: torch.device) -> tuple[float, float]:
-    """(loader path, device path) corrupted samples per second, one process, no workers."""
+def images_per_second(root: Path, batch_size: int, batches: int, device: torch.device) -> dict[str, float]:
+    """Samples per second, one process, no workers: decode + crop only, the loader path (corrupted one by
+    one), and the device path (decode + crop in the loader, the batch corrupted on ``device``)."""
     methods = training_methods()
+    count = batch_size * batches
+    crop_set = DistortImageFolder(root, "train", methods=methods, seed=0, corrupt_in_loader=False)
+    start = time.perf_counter()
+    crops = [crop_set[i % len(crop_set)] for i in range(count)]
+    crop_seconds = time.perf_counter() - start
+
     loader_set = DistortImageFolder(root, "train", methods=methods, seed=0)
     start = time.perf_counter()
-    for i in range(batch_size * batches):
+    for i in range(count):
         loader_set[i % len(loader_set)]
-    loader_rate = batch_size * batches / (time.perf_counter() - start)
+    loader_seconds = time.perf_counter() - start
 
-    crop_set = DistortImageFolder(root, "train", methods=methods, seed=0, corrupt_in_loader=False)
     corruptions = DeviceCorruptions(methods, 1, seed=0)
     start = time.perf_counter()
     for b in range(batches):
-        items = [crop_set[(b * batch_size + i) % len(crop_set)] for i in range(batch_size)]
+        items = crops[b * batch_size:(b + 1) * batch_size]
         batch = (torch.stack([c for c, _ in items]), torch.tensor([label for _, label in items]))
         x, _, _ = prepare_batch(batch, device, corruptions, 0, 0, b)
         x.sum().item()
-    device_rate = batch_size * batches / (time.perf_counter() - start)
-    return loader_rate, device_rate
+    device_seconds = crop_seconds + time.perf_counter() - start
+    return {"decode + crop only": count / crop_seconds, "loader path (per-image corruptions)": count / loader_seconds,
+            f"--gpu-corruptions on {device.type} (batched)": count / device_seconds}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per classifier (after one warm-up)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--data-batches", type=int, default=6, help="batches for the images/s comparison")
+    parser.add_argument("--data-batches", type=int, default=20, help="batches for the images/s comparison")
     parser.add_argument("--skip-steps", action="store_true", help="only measure the data pipeline")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -118,10 +125,9 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp), 64)
-        loader_rate, device_rate = images_per_second(Path(tmp), args.batch_size, args.data_batches,
-                                                     torch.device(args.device))
-    print(f"data        loader path (per-image corruptions)   {loader_rate:7.1f} images/s per process")
-    print(f"data        --gpu-corruptions on {args.device:5s} (batched)  {device_rate:7.1f} images/s per process")
+        rates = images_per_second(Path(tmp), args.batch_size, args.data_batches, torch.device(args.device))
+    for label, rate in rates.items():
+        print(f"data        {label:40s} {rate:7.1f} images/s per process")
     sys.stdout.flush()
 
 

@@ -328,6 +328,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "best": dict(self.best),
+            "train_images": len(self.train_set),  # the sampler state is (seed, epoch, this count)
             "rng": all_gather_objects(ckpt.rng_state(), self.ctx),
         }
 
@@ -340,6 +341,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch, self.best = state["epoch"], dict(state["best"])
         ckpt.set_rng_state(state["rng"][self.ctx.rank])
+        if state["train_images"] != len(self.train_set):
+            log.warning("the training split had %d images when %s was written and has %d now: the run continues, "
+                        "but not with the batches it would have seen", state["train_images"], path,
+                        len(self.train_set))
         log.info("resumed %s at epoch %d (step %d)", path, self.start_epoch, state["step"])
 
 
