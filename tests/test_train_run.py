@@ -34,8 +34,10 @@ def tiny_classifier(seed: int = 0) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def imagenet(tmp_path_factory):
-    """2 classes x 60 small images: 117 train, 3 validation (every 50th)."""
+    """2 classes x 60 small images: 117 train, 3 validation (every 50th). Beside it, an empty dataset
+    config, so that the user's config_paths.yaml never switches on segmentation validation here."""
     root = tmp_path_factory.mktemp("imagenet_train")
+    (root.parent / "no_datasets.yaml").write_text("{}\n")
     rng = np.random.default_rng(0)
     for c in range(2):
         (root / f"n0{c}").mkdir()
@@ -45,7 +47,8 @@ def imagenet(tmp_path_factory):
 
 
 def run_args(imagenet, logdir, *extra):
-    return build_parser().parse_args(["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, *extra])
+    return build_parser().parse_args(["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST,
+                                      "--config", str(imagenet.parent / "no_datasets.yaml"), *extra])
 
 
 def tensors_equal(a: dict, b: dict) -> bool:
@@ -67,7 +70,8 @@ def check_outputs(logdir, classifier, frozen) -> None:
     assert {"torch", "torchvision", "timm"} <= set(config["versions"]) and "git_commit" in config
     state = torch.load(logdir / "checkpoint.pth", weights_only=True)
     assert state["epoch"] == 2 and state["step"] == 4 and state["scheduler"]["last_epoch"] == 4
-    assert "validation" in (logdir / "train.log").read_text()
+    log_text = (logdir / "train.log").read_text()
+    assert "validation on" in log_text and log_text.count("segmentation validation skipped") == 1
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -118,6 +122,36 @@ def test_run_outputs_and_killed_then_resumed_run_ends_like_an_uninterrupted_one(
     assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]  # the killed step is purged
 
 
+def test_segmentation_validation_hook(imagenet, tmp_path, monkeypatch):
+    """With a DeepLab checkpoint and both folders, every epoch evaluates the student's NEM on both."""
+    import segmentation.eval as segmentation_eval
+    from segmentation.deeplab import DeeplabNW
+
+    from classification.training.model import SyMPIE
+
+    checkpoint = tmp_path / "deeplab.pth"
+    torch.save({"state_dict": DeeplabNW().state_dict()}, checkpoint)
+    roots = {name: tmp_path / name for name in ("city", "acdc")}
+    for root in roots.values():
+        root.mkdir()
+    calls = []
+
+    def fake_evaluate(name, segmenter, sympie=None, root=None, workers=2, device=None, **kwargs):
+        assert isinstance(segmenter, DeeplabNW) and isinstance(sympie, SyMPIE)
+        calls.append((name, root))
+        return {"miou": 50.0 - len(calls)}
+
+    monkeypatch.setattr(segmentation_eval, "evaluate_benchmark", fake_evaluate)
+    logdir = train(run_args(imagenet, tmp_path / "run", "--epochs", "1", "--iters-per-epoch", "1",
+                            "--seg-checkpoint", str(checkpoint), "--cityscapes", str(roots["city"]),
+                            "--acdc", str(roots["acdc"])), classifiers=[tiny_classifier()])
+    assert calls == [("city", roots["city"]), ("acdc", roots["acdc"])]
+    for name in ("best_city.pth", "best_acdc.pth"):
+        assert len(load_nem_checkpoint(logdir / name)) == 51
+    assert "segmentation validation skipped" not in (logdir / "train.log").read_text()
+    assert torch.load(logdir / "checkpoint.pth", weights_only=True)["best"]["acdc"] == 48.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,7 +177,8 @@ def distributed_worker(rank: int, world_size: int, port: int, argv: list[str]) -
 @pytest.mark.slow
 def test_two_gloo_processes(imagenet, tmp_path):
     logdir = tmp_path / "ddp"
-    argv = ["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--epochs", "1"]
+    argv = ["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--epochs", "1",
+            "--config", str(imagenet.parent / "no_datasets.yaml")]
     mp.spawn(distributed_worker, args=(2, free_port(), argv), nprocs=2, join=True)
     config = json.loads((logdir / "run_config.json").read_text())
     assert config["recipe"]["world_size"] == 2
@@ -163,6 +198,7 @@ def test_torchrun_command_line(imagenet, tmp_path):
     logdir = tmp_path / "cli"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(free_port()),
                str(script), "--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--epochs", "1",
+               "--config", str(imagenet.parent / "no_datasets.yaml"),
                "--random-classifiers", "--classifiers", "rn18", "mnet_1", "--gpu-corruptions"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=script.parent, env=env, capture_output=True, text=True, timeout=600)
