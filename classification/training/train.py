@@ -3,6 +3,7 @@
     torchrun --nproc-per-node=8 classification/training/train.py --imagenet /data/imagenet/train
     python classification/training/train.py --device cpu --epochs 1 --iters-per-epoch 10 --batch-size 4
     torchrun --nproc-per-node=8 classification/training/train.py --resume      # continue a killed run
+    torchrun --nproc-per-node=2 classification/training/train.py --demo        # a minute on CPU, sample photos
 
 Every recipe number is a flag. The log dir (``--logdir``) receives TensorBoard events, ``train.log``,
 ``run_config.json``, the full training state ``checkpoint.pth`` after every epoch, and the NEM
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (meant for CUDA)")
 
     run = parser.add_argument_group("run")
+    run.add_argument("--demo", action="store_true",
+                     help="smoke run on the sample photos with effnet_lite0 on CPU (a minute; logs/sympie_demo)")
     run.add_argument("--logdir", default="logs/sympie_rerun")
     run.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
     run.add_argument("--seed", type=int, default=0)
@@ -430,7 +433,12 @@ def check_split_sizes(image_folder: tuple[list[str], list[tuple[str, int]]], arg
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo:
+        from classification.training.demo import parse_demo_arguments
+
+        args = parse_demo_arguments(parser, args, argv)
     setup_logging()
     return train(args)
 

@@ -1,0 +1,109 @@
+"""The training smoke run of ``train.py --demo``: a few iterations on the sample photos, on CPU.
+
+The six photos of ``assets/samples/`` become a tiny folder in ImageNet's train layout: one folder per
+ImageNet class (all 1000 wnids, so that folder indices are ImageNet class indices), 30 variants of
+each photo (random crop and flip, 288x288 JPEGs) in the folder of its label
+(:data:`classification.eval.demo.SAMPLE_LABELS`). The recipe is the paper's with the offline
+``effnet_lite0`` classifier and a tiny schedule, so that the run finishes in about a minute and writes
+a TensorBoard log and ``final.pth``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from classification.errors import UserInputError
+from classification.eval.demo import SAMPLE_LABELS, SAMPLES_DIR, cache_dir
+from classification.eval.render import imagenet_class_index
+
+VARIANTS_PER_PHOTO = 30
+VARIANT_SIZE = 288
+DEMO_SEED = 0
+FOLDER_NAME = "train_demo_v1"  # bump the suffix when the recipe above changes
+
+# flag -> value of the demo run (what a newcomer's laptop can do in a minute)
+DEMO_SETTINGS = {
+    "classifiers": ["effnet_lite0"],
+    "device": "cpu",
+    "epochs": 2,
+    "iters_per_epoch": 4,
+    "batch_size": 2,
+    "workers": 0,
+    "val_workers": 0,
+    "val_iters": 1,
+    "print_every": 1,
+    "image_every": 4,
+    "logdir": "logs/sympie_demo",
+}
+# flags that choose other data or models: --demo refuses them
+CONTRADICTING_FLAGS = ("imagenet", "config", "classifiers", "random_classifiers", "classifier_dir",
+                       "cityscapes", "acdc")
+
+
+def parse_demo_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         argv: Sequence[str] | None) -> argparse.Namespace:
+    """``args`` re-parsed with the demo's settings as defaults (flags given explicitly still win) and the
+    demo folder as ImageNet; flags that choose other data or models are refused."""
+    for dest in CONTRADICTING_FLAGS:
+        if getattr(args, dest) != parser.get_default(dest):
+            flag = "--" + dest.replace("_", "-")
+            raise UserInputError(f"--demo trains on the sample photos with effnet_lite0, so it cannot be combined "
+                                 f"with {flag}; drop one of the two.")
+    parser.set_defaults(**DEMO_SETTINGS, imagenet=str(demo_image_folder()))
+    return parser.parse_args(argv)
+
+
+def demo_image_folder() -> Path:
+    """The demo folder in the cache (``$SYMPIE_CACHE`` or ``~/.cache/sympie``), made once.
+
+    Every process of a torchrun launch may get here first: each renders into a temporary folder and
+    renames it into place; a process that finds the folder already there drops its copy (the content
+    is the same, it is seeded).
+    """
+    target = cache_dir().parent / FOLDER_NAME
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.", dir=target.parent))
+    try:
+        write_demo_image_folder(tmp)
+        os.rename(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def write_demo_image_folder(root: Path) -> None:
+    """All 1000 class folders, the sample photos' variants in their labels' folders."""
+    wnids = sorted(imagenet_class_index())
+    for wnid in wnids:
+        (root / wnid).mkdir()
+    rng = random.Random(DEMO_SEED)
+    for name, label in sorted(SAMPLE_LABELS.items()):
+        path = SAMPLES_DIR / f"{name}.png"
+        if not path.is_file():
+            raise UserInputError(f"sample photo {path} is missing; restore assets/samples/ from the repository.")
+        with Image.open(path) as photo:
+            photo = photo.convert("RGB")
+        for k in range(VARIANTS_PER_PHOTO):
+            variant_of(photo, rng).save(root / wnids[label] / f"{name}_{k:02d}.jpg", quality=95)
+
+
+def variant_of(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """A random crop (60-100% of the side), maybe mirrored, resized to VARIANT_SIZE."""
+    side = int(photo.width * rng.uniform(0.6, 1.0))
+    left, top = rng.randrange(photo.width - side + 1), rng.randrange(photo.height - side + 1)
+    crop = photo.crop((left, top, left + side, top + side))
+    if rng.random() < 0.5:
+        crop = ImageOps.mirror(crop)
+    return crop.resize((VARIANT_SIZE, VARIANT_SIZE), Image.BILINEAR)

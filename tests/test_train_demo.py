@@ -1,0 +1,43 @@
+"""train.py --demo: the newcomer's smoke run on the sample photos."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from classification.training import demo
+from classification.training.model import SyMPIE
+from classification.training.train import main
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_demo_folder_has_imagenet_class_indices(cache):
+    root = demo.demo_image_folder()
+    assert root.parent == cache
+    folders = sorted(p.name for p in root.iterdir())
+    assert len(folders) == 1000
+    for name, label in demo.SAMPLE_LABELS.items():
+        assert len(list((root / folders[label]).glob(f"{name}_*.jpg"))) == demo.VARIANTS_PER_PHOTO
+    assert demo.demo_image_folder() == root  # made once, then reused
+
+
+@pytest.mark.slow
+def test_demo_trains_and_writes_a_usable_checkpoint(cache, tmp_path):
+    logdir = tmp_path / "run"
+    main(["--demo", "--logdir", str(logdir), "--epochs", "1", "--iters-per-epoch", "2", "--image-every", "1"])
+    assert list(logdir.glob("events.out.tfevents.*"))
+    sympie = SyMPIE.from_checkpoint(logdir / "final.pth")
+    assert sympie(torch.zeros(1, 3, 224, 224)).shape == (1, 3, 224, 224)
+    assert (logdir / "final_ema.pth").is_file()
+
+
+def test_demo_refuses_contradicting_flags(cache, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--demo", "--imagenet", str(tmp_path), "--logdir", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    assert "--demo trains on the sample photos with effnet_lite0, so it cannot be combined with --imagenet" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
