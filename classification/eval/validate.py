@@ -3,6 +3,7 @@
     python validate.py                         # rn50_2 alone -> json/none_rn50_2.json
     python validate.py --colm sympie           # SyMPIE + rn50_2 -> json/sympie_rn50_2.json
     python validate.py --bar --quick --clas rn18
+    python validate.py --demo                  # effnet_lite0 on a mini ImageNet-C of the sample photos
     torchrun --nproc-per-node=8 validate.py    # sharded over 8 processes, same grid
 
 The grid JSON is a list of rows (categories) of 5 accuracies in percent (severities 1..5), written with
@@ -31,6 +32,8 @@ from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
+from classification.eval.demo import (CACHE_ENV, DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
+                                     prepare_demo_set)
 from classification.eval.evaluate import (CHECKPOINT_DIR, GridCounts, build_eval_model, choose_device,
                                           distributed_rank_world, evaluate_grid, resolve_colm)
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
@@ -39,13 +42,16 @@ from classification.paths import add_config_argument, dataset_path
 log = logging.getLogger("validate")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "json"
+DEFAULT_CLASSIFIER = "rn50_2"
+DEMO_CHECKPOINT_NAME = "sympie"
 MAX_LISTED_MISSING = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clas", default="rn50_2", help="classifier name (classification/classifiers.py), "
-                                                         "'timm:<model>' or a model file (default: rn50_2)")
+    parser.add_argument("--clas", default=None, help=f"classifier name (classification/classifiers.py), 'timm:<model>' "
+                                                     f"or a model file (default: {DEFAULT_CLASSIFIER}; "
+                                                     f"{DEMO_CLASSIFIER} with --demo)")
     parser.add_argument("--colm", default="none", help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} "
                                                        f"(without .pth) or a path (default: none)")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1000,
@@ -75,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--random-init", action="store_true",
                         help="random classifier weights (smoke tests and benchmarks; no download)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--demo", action="store_true",
+                        help=f"evaluate {DEMO_CLASSIFIER} on a mini ImageNet-C rendered from the sample photos (cached "
+                             f"in ${CACHE_ENV}/demo or ~/.cache/sympie/demo), with SyMPIE too when "
+                             f"{DEMO_CHECKPOINT_NAME}.pth is in the checkpoints folder or --colm names one; "
+                             f"writes demo_*.json and heat maps")
     return parser
 
 
@@ -90,7 +101,7 @@ def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
     clas = re.sub(r"[^A-Za-z0-9_.-]", "-", clas)
     if args.clas == "clip" and args.clip_templates != "single":
         clas += f"_{args.clip_templates}"
-    prefix = ("debug_" if args.debug else "") + ("bar_" if args.bar else "mixed_" if args.mixed else "") + \
+    prefix = ("debug_" if args.debug else "") + (DEMO_PREFIX if args.demo else "") + ("bar_" if args.bar else "mixed_" if args.mixed else "") + \
              ("quick_" if args.quick else "")
     return f"{prefix}{colm}_{clas}.json"
 
@@ -160,13 +171,43 @@ def init_distributed(device: torch.device) -> bool:
 @report_user_errors
 def main(argv: list[str] | None = None) -> Path | None:
     """Run the evaluation; returns the path of the grid JSON on rank 0 (None on the other ranks)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    if args.demo:
+        check_demo_arguments(args, parser)
+        return run_demo(args)
+    args.clas = args.clas or DEFAULT_CLASSIFIER
     key = dataset_key(args)
-    root = dataset_path(key, args.config, args.root)
-    colm_path = resolve_colm(args.colm)
+    return run(args, key, dataset_path(key, args.config, args.root), resolve_colm(args.colm))
+
+
+def run_demo(args: argparse.Namespace) -> Path | None:
+    """``--demo``: the classifier alone and, when a SyMPIE checkpoint is at hand, with it; then the heat maps.
+    Returns the last grid written (None on ranks other than 0)."""
+    args.clas = DEMO_CLASSIFIER
+    root = prepare_demo_set()
+    default_checkpoint = CHECKPOINT_DIR / f"{DEMO_CHECKPOINT_NAME}.pth"
+    colms = [None]
+    if args.colm != "none":
+        colms.append(resolve_colm(args.colm))
+    elif default_checkpoint.is_file():
+        colms.append(default_checkpoint)
+    else:
+        log.info("no SyMPIE checkpoint at %s (or --colm PATH): evaluating %s alone", default_checkpoint, args.clas)
+    grids = [run(args, "imagenetc", root, colm) for colm in colms]
+    if grids[-1] is None:
+        return None
+    for picture in draw_heatmaps(grids):
+        log.info("wrote %s", picture)
+    print(f"demo set: {root}\n" + "".join(f"grid: {g}\n" for g in grids) + f"heat maps: {grids[0].parent}")
+    return grids[-1]
+
+
+def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) -> Path | None:
+    """Evaluate ``args.clas`` (with SyMPIE when ``colm_path`` is set) on the dataset ``key`` at ``root``."""
     device = choose_device(args.device)
     started_group = init_distributed(device)
     try:

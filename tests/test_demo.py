@@ -1,0 +1,116 @@
+"""validate.py --demo: the mini ImageNet-C of the sample photos, its cache, the refusals and the label table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from classification.eval import demo
+from classification.eval.imagenetc import IMAGENETC_CATEGORIES, ImagenetC
+from classification.eval.validate import main as validate_main
+from classification.training.model import ColModule
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory) -> Path:
+    """A cache folder holding a rendered demo set (rendered once for the module)."""
+    cache = tmp_path_factory.mktemp("cache")
+    demo.prepare_demo_set(cache / "demo")
+    return cache
+
+
+def test_label_table_covers_the_sample_photos():
+    photos = sorted(p.stem for p in demo.SAMPLES_DIR.glob("*.png"))
+    assert sorted(demo.SAMPLE_LABELS) == photos
+    assert {k: demo.SAMPLE_LABELS[k] for k in ("chelsea", "coffee", "rocket")} == \
+        {"chelsea": 281, "coffee": 967, "rocket": 657}  # tabby cat, espresso, missile
+    assert set(demo.PREDICTED_LABELS) == set(demo.SAMPLE_LABELS) - {"chelsea", "coffee", "rocket"}
+
+
+def test_demo_set_layout_and_labels(demo_cache):
+    root = demo_cache / "demo"
+    dataset = ImagenetC(root)
+    assert len(dataset.lines) == 6
+    assert len(dataset) == 6 * (15 * 5 + 5 + 1)  # the clean image is read once for the five columns
+    labels = {Path(line.path).stem: line.label for line in dataset.lines}
+    assert labels == demo.SAMPLE_LABELS
+    assert (root / "clean").is_dir() and (root / "color" / "5").is_dir()
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_predicted_labels_are_the_classifiers_clean_predictions(demo_cache):
+    """The labels without an ImageNet class are effnet_lite0's predictions on the clean files evaluated."""
+    from classification.classifiers import build_classifier
+    from classification.eval.preprocess import load_eval_uint8
+    from classification.normalization import normalize
+
+    root = demo_cache / "demo"
+    paths = {Path(line.path).stem: root / "clean" / line.path.replace(".JPEG", ".jpg") for line in ImagenetC(root).lines}
+    batch = torch.stack([load_eval_uint8(paths[name]) for name in demo.SAMPLE_LABELS]).float().div(255)
+    with torch.no_grad():
+        predicted = build_classifier(demo.DEMO_CLASSIFIER)(normalize(batch)).argmax(1).tolist()
+    assert dict(zip(demo.SAMPLE_LABELS, predicted)) == demo.SAMPLE_LABELS
+
+
+def test_cache_is_reused_and_an_outdated_set_rendered_again(demo_cache, monkeypatch):
+    folder = demo_cache / "demo"
+    marker = folder / demo.MARKER
+    stamp = marker.stat().st_mtime_ns
+    monkeypatch.setattr(demo, "render_demo_set", lambda *a: pytest.fail("a complete set was rendered again"))
+    assert demo.prepare_demo_set(folder) == folder
+    assert marker.stat().st_mtime_ns == stamp
+
+    outdated = demo_cache / "outdated"
+    outdated.mkdir()
+    (outdated / "leftover.jpg").write_bytes(b"")
+    monkeypatch.setattr(demo, "render_demo_set", lambda out, sources: (out / "images.txt").write_text("x"))
+    assert demo.prepare_demo_set(outdated) == outdated
+    assert not (outdated / "leftover.jpg").exists() and demo.is_complete(
+        outdated, demo.recipe_fingerprint(demo.sample_sources()))
+
+
+def test_killed_render_leaves_no_folder(tmp_path, monkeypatch):
+    def killed(out, sources):
+        (out / "images.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "render_demo_set", killed)
+    with pytest.raises(KeyboardInterrupt):
+        demo.prepare_demo_set(tmp_path / "demo")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["--root", "/data/imagenet-c"], ["--split", "images.txt"], ["--bar"], ["--mixed"],
+                                  ["--quick"], ["--clas", "rn18"], ["--skip-missing"], ["--random-init"]])
+def test_contradicting_flags_are_refused(argv, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "prepare_demo_set", lambda *a: pytest.fail("rendered despite the refusal"))
+    with pytest.raises(SystemExit) as exit_info:
+        validate_main(["--demo", *argv])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "--demo" in message and argv[0] in message and len(message.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(demo_cache, tmp_path, monkeypatch, capsys):
+    """Renders nothing (cached), evaluates effnet_lite0 alone and behind a random SyMPIE, draws the heat maps."""
+    monkeypatch.setenv(demo.CACHE_ENV, str(demo_cache))
+    checkpoint = tmp_path / "random_nem.pth"
+    torch.save(ColModule().state_dict(), checkpoint)
+    out = tmp_path / "json"
+    last = validate_main(["--demo", "--colm", str(checkpoint), "--out", str(out), "--workers", "0",
+                          "--batch_size", "128", "--no-progress"])
+    assert last == out / "demo_random_nem_effnet_lite0.json"
+    base = json.loads((out / "demo_none_effnet_lite0.json").read_text())
+    assert len(base) == len(IMAGENETC_CATEGORIES) == 17 and all(len(row) == 5 for row in base)
+    assert base[IMAGENETC_CATEGORIES.index("clean")] == pytest.approx([100.0] * 5)
+    meta = json.loads((out / "demo_none_effnet_lite0.meta.json").read_text())
+    assert meta["classifier"] == "effnet_lite0" and meta["dataset"]["root"] == str(demo_cache / "demo")
+    for name in ("demo_none_effnet_lite0.png", "demo_random_nem_effnet_lite0.png",
+                 "demo_random_nem_effnet_lite0_vs_demo_none_effnet_lite0.png"):
+        assert (out / name).stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert str(demo_cache / "demo") in printed and str(last) in printed
+
