@@ -15,7 +15,7 @@ SAMPLE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
 
 def reference_image(name: str) -> np.ndarray:
     """One of the six 224x224 sample photos as an HxWx3 uint8 array."""
-    return np.asarray(Image.open(REFERENCE / "images" / f"{name}.png").convert("RGB"))
+    return np.array(Image.open(REFERENCE / "images" / f"{name}.png").convert("RGB"))
 
 
 @pytest.fixture(autouse=True)
