@@ -93,24 +93,34 @@ def test_contradicting_flags_are_refused(argv, capsys, monkeypatch):
     assert "--demo" in message and argv[0] in message and len(message.splitlines()) == 1
 
 
-@pytest.mark.slow
-def test_demo_end_to_end(demo_cache, tmp_path, monkeypatch, capsys):
-    """Renders nothing (cached), evaluates effnet_lite0 alone and behind a random SyMPIE, draws the heat maps."""
+def test_demo_with_checkpoint_writes_both_grids_and_the_compare_heat_map(demo_cache, tmp_path, monkeypatch):
+    """--debug (one batch per run) keeps this fast; the cells left empty read 0."""
     monkeypatch.setenv(demo.CACHE_ENV, str(demo_cache))
     checkpoint = tmp_path / "random_nem.pth"
     torch.save(ColModule().state_dict(), checkpoint)
     out = tmp_path / "json"
-    last = validate_main(["--demo", "--colm", str(checkpoint), "--out", str(out), "--workers", "0",
-                          "--batch_size", "128", "--no-progress"])
-    assert last == out / "demo_random_nem_effnet_lite0.json"
-    base = json.loads((out / "demo_none_effnet_lite0.json").read_text())
-    assert len(base) == len(IMAGENETC_CATEGORIES) == 17 and all(len(row) == 5 for row in base)
-    assert base[IMAGENETC_CATEGORIES.index("clean")] == pytest.approx([100.0] * 5)
+    last = validate_main(["--demo", "--debug", "--colm", str(checkpoint), "--out", str(out), "--workers", "0",
+                          "--batch_size", "4", "--no-progress"])
+    assert last == out / "debug_demo_random_nem_effnet_lite0.json"
+    for name in ("debug_demo_none_effnet_lite0", "debug_demo_random_nem_effnet_lite0"):
+        grid = json.loads((out / f"{name}.json").read_text())
+        assert len(grid) == 17 and all(len(row) == 5 for row in grid)
+        assert (out / f"{name}.png").is_file()
+    assert (out / "debug_demo_random_nem_effnet_lite0_vs_debug_demo_none_effnet_lite0.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(demo_cache, tmp_path, monkeypatch, capsys):
+    """The whole demo grid of effnet_lite0 (the set is cached by the fixture), its heat map and the printed paths."""
+    monkeypatch.setenv(demo.CACHE_ENV, str(demo_cache))
+    out = tmp_path / "json"
+    validate_main(["--demo", "--out", str(out), "--no-progress"])
+    grid = json.loads((out / "demo_none_effnet_lite0.json").read_text())
+    assert len(grid) == len(IMAGENETC_CATEGORIES) == 17 and all(len(row) == 5 for row in grid)
+    assert grid[IMAGENETC_CATEGORIES.index("clean")] == pytest.approx([100.0] * 5)
     meta = json.loads((out / "demo_none_effnet_lite0.meta.json").read_text())
     assert meta["classifier"] == "effnet_lite0" and meta["dataset"]["root"] == str(demo_cache / "demo")
-    for name in ("demo_none_effnet_lite0.png", "demo_random_nem_effnet_lite0.png",
-                 "demo_random_nem_effnet_lite0_vs_demo_none_effnet_lite0.png"):
-        assert (out / name).stat().st_size > 1000
+    assert sum(map(sum, meta["total"])) == 6 * 17 * 5
+    assert (out / "demo_none_effnet_lite0.png").stat().st_size > 1000
     printed = capsys.readouterr().out
-    assert str(demo_cache / "demo") in printed and str(last) in printed
-
+    assert str(demo_cache / "demo") in printed and str(out / "demo_none_effnet_lite0.json") in printed

@@ -1,0 +1,139 @@
+"""Draw ``assets/compare_example.png`` and ``assets/before_after.png`` from a SyMPIE checkpoint.
+
+    python assets/make_figures.py --colm PATH --colm-label "demo checkpoint, 100 iterations on 6 photos"
+
+* ``compare_example.png``: the compare heat map of the embedded demo (``validate.py --demo``): effnet_lite0
+  behind SyMPIE minus effnet_lite0 alone, on the mini ImageNet-C of the six sample photos.
+* ``before_after.png``: sample photos clean, corrupted by our engine and corrected by SyMPIE, each with
+  effnet_lite0's top-1 prediction (green: the demo label, red: another class).
+
+``--colm-label`` is written into both titles: say what the checkpoint is (the figures in the repository
+come from a short CPU demo training on the sample photos, not from the released model).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from classification.atomic import atomic_path
+from classification.classifiers import build_classifier
+from classification.errors import UserInputError, report_user_errors
+from classification.eval import validate
+from classification.eval.demo import DEMO_CLASSIFIER, SAMPLE_LABELS, SAMPLES_DIR, load_sample
+from classification.eval.grids import delta, load_grid, render_heatmap
+from classification.normalization import denormalize, normalize
+from classification.training.corruptions import corrupt
+from classification.training.model import SyMPIE
+
+ASSETS = Path(__file__).resolve().parent
+INK = (33, 37, 41)
+RIGHT, WRONG = (25, 135, 84), (220, 53, 69)
+# (photo, corruption) per row of before_after.png, all at BEFORE_AFTER_SEVERITY
+BEFORE_AFTER_ROWS = (("chelsea", "darken"), ("coffee", "fog"), ("rocket", "gaussian_noise"),
+                     ("chelsea", "motion_blur"), ("coffee", "contrast"))
+BEFORE_AFTER_SEVERITY = 3
+SEED = 0
+TILE, CAPTION, LEFT, HEADER, PAD = 224, 22, 130, 70, 8
+
+
+def font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+@functools.lru_cache(maxsize=1)
+def class_names() -> list[str]:
+    """Short ImageNet class names (the first synonym), by class index."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i).split(",")[0] for i in range(1000)]
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+
+
+def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
+    return list(batch.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+@torch.no_grad()
+def before_after(colm: Path, colm_label: str, out: Path) -> Path:
+    """Rows of (clean, corrupted, corrected) sample photos with effnet_lite0's predictions."""
+    sympie, classifier = SyMPIE.from_checkpoint(colm), build_classifier(DEMO_CLASSIFIER)
+    clean = [load_sample(SAMPLES_DIR / f"{photo}.png") for photo, _ in BEFORE_AFTER_ROWS]
+    corrupted = [corrupt(image, name, BEFORE_AFTER_SEVERITY, seed=SEED)
+                 for image, (_, name) in zip(clean, BEFORE_AFTER_ROWS)]
+    corrected = to_uint8(denormalize(sympie(normalize(to_tensor(corrupted)))))
+    columns = (("clean", clean), (f"corrupted (severity {BEFORE_AFTER_SEVERITY})", corrupted),
+               ("corrected by SyMPIE", corrected))
+    predictions = [classifier(normalize(to_tensor(images))).argmax(1).tolist() for _, images in columns]
+
+    width = LEFT + len(columns) * (TILE + PAD) + PAD
+    height = HEADER + len(BEFORE_AFTER_ROWS) * (TILE + CAPTION + PAD) + 30
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((PAD, PAD), f"SyMPIE ({colm_label})", font=font(15), fill=INK)
+    for j, (title, _) in enumerate(columns):
+        draw.text((LEFT + j * (TILE + PAD) + TILE // 2, HEADER - 8), title, font=font(14), fill=INK, anchor="mb")
+    for i, (photo, name) in enumerate(BEFORE_AFTER_ROWS):
+        top = HEADER + i * (TILE + CAPTION + PAD)
+        draw.text((PAD, top + TILE // 2), name, font=font(14), fill=INK, anchor="lm")
+        for j, (_, images) in enumerate(columns):
+            left = LEFT + j * (TILE + PAD)
+            canvas.paste(Image.fromarray(images[i]), (left, top))
+            label = predictions[j][i]
+            draw.text((left + TILE // 2, top + TILE + 3), class_names()[label], font=font(13),
+                      fill=RIGHT if label == SAMPLE_LABELS[photo] else WRONG, anchor="mt")
+    draw.text((PAD, height - 22), f"captions: {DEMO_CLASSIFIER} top-1 (green = the photo's demo label, red = another "
+                                  f"class); corruptions by our engine", font=font(12), fill=(90, 90, 90))
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG", optimize=True)
+    return out
+
+
+def compare_example(colm: Path, colm_label: str, out: Path) -> Path:
+    """Run the embedded demo with ``colm`` and draw its compare heat map with an explicit title."""
+    with tempfile.TemporaryDirectory() as folder:
+        data = validate.main(["--demo", "--colm", str(colm), "--out", folder, "--no-progress"])
+        base = data.with_name(f"demo_none_{DEMO_CLASSIFIER}.json")
+        title = (f"Embedded demo (mini ImageNet-C of the 6 sample photos): {DEMO_CLASSIFIER} behind SyMPIE "
+                 f"({colm_label}) minus {DEMO_CLASSIFIER} alone, accuracy points")
+        return render_heatmap(delta(load_grid(data), load_grid(base)), out, title, signed=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--colm", required=True, type=Path, help="SyMPIE (NEM) checkpoint, e.g. final.pth of a run")
+    parser.add_argument("--colm-label", required=True,
+                        help="what the checkpoint is, written into the titles (e.g. 'demo checkpoint, 100 "
+                             "iterations on 6 photos, not the released model')")
+    parser.add_argument("--out", type=Path, default=ASSETS, help="output folder (default: assets/)")
+    parser.add_argument("--only", choices=("compare", "before_after"), help="draw one of the two figures")
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = build_parser().parse_args(argv)
+    if not args.colm.is_file():
+        raise UserInputError(f"SyMPIE checkpoint {args.colm} does not exist; pass the path of a .pth file "
+                             f"(e.g. final.pth of a training run).")
+    written = []
+    if args.only in (None, "before_after"):
+        written.append(before_after(args.colm, args.colm_label, args.out / "before_after.png"))
+    if args.only in (None, "compare"):
+        written.append(compare_example(args.colm, args.colm_label, args.out / "compare_example.png"))
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    return written
+
+
+if __name__ == "__main__":
+    main()
