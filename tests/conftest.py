@@ -22,3 +22,13 @@ def reference_image(name: str) -> np.ndarray:
 def _seed_everything():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for modules of small tensors: a second thread only adds waiting (on a shared
+    machine, a lot of it). Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

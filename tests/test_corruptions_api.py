@@ -23,20 +23,13 @@ from classification.training.corruptions import (
 from classification.training.corruptions.blur import shuffle_sources
 from conftest import reference_image
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 ALL = sorted(CORRUPTIONS)
 DETERMINISTIC = [
     "brightness", "contrast", "darken", "defocus_blur", "gaussian_blur", "grayscale", "invert",
     "jpeg_compression", "pixelate", "saturate", "zoom_blur",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tensors are small, and on a shared machine extra threads only wait."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def as_batch(*images: np.ndarray, dtype=torch.float32) -> torch.Tensor:

@@ -9,18 +9,11 @@ from PIL import Image
 from classification.training.corruptions import corrupt
 from conftest import REFERENCE, reference_image
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 CASES = sorted(
     (path.parent.name, *path.stem.rsplit("_", 1)) for path in (REFERENCE / "exact").glob("*/*.png")
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tensors are small, and on a shared machine extra threads only wait."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_fixture_covers_every_deterministic_corruption():

@@ -16,6 +16,8 @@ from classification.eval.imagenetc import (ALL_COLUMNS, IMAGENETC_BAR_CATEGORIES
                                            ImagenetCBar, ImagenetCMixed, quick_cells, read_split)
 from classification.eval.preprocess import decode_rgb_pil, resize_crop
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 SMALL = (30, 40)  # source size of the fake files (the loader resizes them to 232 and crops 224)
 
 # Written out independently of classification.eval.imagenetc: category -> folder holding severity folders.
@@ -88,15 +90,6 @@ def authors_quick_entries(num_lines: int, categories) -> list[tuple[int, int, st
     entries = [(i, sev, cat) for i in range(num_lines) for sev in range(1, 6) for cat in categories]
     keep = np.random.RandomState(42).permutation(len(entries))[: len(entries) // 50]
     return [entries[k] for k in keep]
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small tensors: one intra-op thread avoids waiting for a second core on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

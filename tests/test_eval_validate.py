@@ -20,15 +20,9 @@ from classification.eval.imagenetc import ImagenetCBar, ImagenetCMixed
 from classification.training.model import ColModule
 from test_eval_imagenetc import SMALL, ColourClassifier
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -23,18 +23,11 @@ from segmentation.metrics import ConfusionMatrix
 from segmentation.renorm import ImagenetInput
 from segmentation.synthetic import make_synthetic_cityscapes
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 REPO = Path(__file__).resolve().parent.parent
 LONG_SIDE = 48
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions are fastest single-threaded (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TinySegmenter(nn.Module):

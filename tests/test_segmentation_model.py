@@ -11,6 +11,8 @@ from classification.training.model import ColModule
 from segmentation.deeplab import DeeplabNW, extract_deeplab_state_dict, load_deeplab
 from segmentation.renorm import CAFFE_MEAN_BGR, CaffeRenorm, ImagenetInput, imagenet_to_caffe
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 FIXTURE = Path(__file__).parent / "fixtures" / "reference" / "model" / "deeplab_state_dict_keys.txt"
 
 
@@ -21,15 +23,6 @@ def reference_keys():
         shape = shape.split("]")[0].strip("[ ")
         rows.append((key, tuple(int(s) for s in shape.split(",") if s.strip())))
     return rows
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convolutions are fastest single-threaded (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
