@@ -83,7 +83,8 @@ def test_killed_render_leaves_no_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [["--root", "/data/imagenet-c"], ["--split", "images.txt"], ["--bar"], ["--mixed"],
-                                  ["--quick"], ["--clas", "rn18"], ["--skip-missing"], ["--random-init"]])
+                                  ["--quick"], ["--clas", "rn18"], ["--skip-missing"], ["--random-init"],
+                                  ["--clip-templates", "ensemble"], ["--config", "paths.yaml"]])
 def test_contradicting_flags_are_refused(argv, capsys, monkeypatch):
     monkeypatch.setattr(demo, "prepare_demo_set", lambda *a: pytest.fail("rendered despite the refusal"))
     with pytest.raises(SystemExit) as exit_info:

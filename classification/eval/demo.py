@@ -57,7 +57,8 @@ SAMPLE_LABELS: dict[str, int] = {
 PREDICTED_LABELS = ("astronaut", "brick", "hubble_deep_field")  # labels taken from the classifier
 
 # validate.py flags that choose another dataset or classifier; --demo refuses them when set.
-CONTRADICTING_FLAGS = ("root", "split", "bar", "mixed", "quick", "skip_missing", "config", "random_init")
+CONTRADICTING_FLAGS = ("root", "split", "bar", "mixed", "quick", "skip_missing", "config", "random_init",
+                      "clip_templates")
 
 
 def cache_dir() -> Path:

@@ -34,8 +34,9 @@ from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (CACHE_ENV, DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
                                      prepare_demo_set)
-from classification.eval.evaluate import (CHECKPOINT_DIR, GridCounts, build_eval_model, choose_device,
-                                          distributed_rank_world, evaluate_grid, resolve_colm)
+from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.eval.evaluate import (GridCounts, build_eval_model, choose_device, distributed_rank_world,
+                                          evaluate_grid)
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
 
@@ -101,8 +102,8 @@ def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
     clas = re.sub(r"[^A-Za-z0-9_.-]", "-", clas)
     if args.clas == "clip" and args.clip_templates != "single":
         clas += f"_{args.clip_templates}"
-    prefix = ("debug_" if args.debug else "") + (DEMO_PREFIX if args.demo else "") + ("bar_" if args.bar else "mixed_" if args.mixed else "") + \
-             ("quick_" if args.quick else "")
+    prefix = ("debug_" if args.debug else "") + (DEMO_PREFIX if args.demo else "") + \
+             ("bar_" if args.bar else "mixed_" if args.mixed else "") + ("quick_" if args.quick else "")
     return f"{prefix}{colm}_{clas}.json"
 
 
