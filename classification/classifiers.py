@@ -27,13 +27,13 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from classification.checkpoints import CHECKPOINT_DIR
 from classification.errors import UserInputError
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD, Renormalize
 from classification.training.model import freeze
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "training" / "checkpoints"
 TIMM_PREFIX = "timm:"
 
 # name -> (torchvision builder, weights enum member)

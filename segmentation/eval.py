@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from classification.atomic import write_json
+from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
 from classification.errors import UserInputError, report_user_errors
-from classification.paths import REPO_ROOT, add_config_argument, dataset_path
+from classification.paths import add_config_argument, dataset_path
 from classification.training.model import SyMPIE
 from segmentation.cityscapes import CLASS_NAMES, LONG_SIDE, NUM_CLASSES, Cityscapes, collate_by_size
 from segmentation.deeplab import DeeplabNW, load_deeplab
@@ -35,7 +35,6 @@ from segmentation.renorm import ImagenetInput
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = REPO_ROOT / "classification" / "training" / "checkpoints"
 DEFAULT_SEGMENTER = CHECKPOINT_DIR / "cityscapesfinal.pth"
 BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
     "city": ("cityscapes", "Cityscapes"),
@@ -180,16 +179,6 @@ def evaluate_zurich(segmenter, sympie=None, config=None, root=None, batch_size=2
 
 
 # --------------------------------------------------------------------------- command line
-
-def resolve_colm(value: str) -> Path | None:
-    """``none`` -> None; a bare name -> ``classification/training/checkpoints/<name>.pth``; else a path."""
-    if value.lower() == "none":
-        return None
-    path = Path(value).expanduser()
-    if len(path.parts) == 1 and not path.suffix and not path.exists():
-        return CHECKPOINT_DIR / f"{value}.pth"
-    return path
-
 
 def load_sympie(value: str, device: torch.device) -> SyMPIE | None:
     """The SyMPIE module named by ``--colm`` (None for ``none``), in eval mode on ``device``."""

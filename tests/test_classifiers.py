@@ -1,7 +1,6 @@
 """The classifier zoo: every name builds offline, frozen and in eval mode; the offline model is real."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torchvision

@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 
 from classification.errors import UserInputError
 from classification.eval import validate
-from classification.eval.evaluate import build_eval_model, evaluate_grid, resolve_colm
+from classification.checkpoints import resolve_colm
+from classification.eval.evaluate import build_eval_model, evaluate_grid
 from classification.eval.fake_benchmark import write_fake_benchmark
 from classification.eval.imagenetc import ImagenetCBar, ImagenetCMixed
 from classification.training.model import ColModule

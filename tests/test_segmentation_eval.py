@@ -181,8 +181,12 @@ def test_benchmark_with_unset_config_key(tmp_path):
 
 def test_resolve_colm(tmp_path):
     assert resolve_colm("none") is None and resolve_colm("None") is None
-    assert resolve_colm("sympie") == CHECKPOINT_DIR / "sympie.pth"
-    assert resolve_colm(str(tmp_path / "mine.pth")) == tmp_path / "mine.pth"
+    (tmp_path / "sympie.pth").touch()
+    assert resolve_colm("sympie", tmp_path) == tmp_path / "sympie.pth"
+    assert resolve_colm(str(tmp_path / "sympie.pth")) == tmp_path / "sympie.pth"
+    with pytest.raises(UserInputError, match="names no file .*checkpoints found there are: sympie"):
+        resolve_colm("mine", tmp_path)
+    assert CHECKPOINT_DIR.name == "checkpoints"
 
 
 # --------------------------------------------------------------------------- command line
@@ -261,7 +265,7 @@ def test_cli_missing_colm_checkpoint(checkpoints, config, capsys):
         seg_eval.main(cli_args(checkpoints, config, "--dataset", "city")[:2]
                       + ["--colm", "no_such_model", "--config", str(config)])
     assert exit_info.value.code == 2
-    assert "no_such_model.pth does not exist" in capsys.readouterr().err
+    assert "--colm 'no_such_model' names no file" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ from pathlib import Path
 from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.errors import report_user_errors
-from classification.eval.evaluate import CHECKPOINT_DIR, build_eval_model, choose_device, resolve_colm
+from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.eval.evaluate import build_eval_model, choose_device
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
 

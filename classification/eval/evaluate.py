@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -26,8 +25,6 @@ from classification.training.model import SyMPIE, freeze
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "training" / "checkpoints"
-CHECKPOINT_SUFFIX = ".pth"
 
 
 @dataclass
@@ -60,26 +57,6 @@ class GridCounts:
         """Sum the counts over the ranks of the default process group."""
         dist.all_reduce(self.correct)
         dist.all_reduce(self.total)
-
-
-def resolve_colm(colm: str, checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR) -> Path | None:
-    """``none`` -> None; an existing file -> itself; a name -> ``<checkpoint_dir>/<name>.pth``."""
-    if colm == "none":
-        return None
-    path = Path(colm).expanduser()
-    if path.is_file():
-        return path
-    checkpoint_dir = Path(checkpoint_dir)
-    if os.sep in colm or "/" in colm or path.suffix:
-        raise UserInputError(f"SyMPIE checkpoint {path} does not exist; pass an existing file, a name from "
-                             f"{checkpoint_dir} or 'none'.")
-    candidate = checkpoint_dir / f"{colm}{CHECKPOINT_SUFFIX}"
-    if candidate.is_file():
-        return candidate
-    found = sorted(p.stem for p in checkpoint_dir.glob(f"*{CHECKPOINT_SUFFIX}")) if checkpoint_dir.is_dir() else []
-    listing = f"the checkpoints found there are: {', '.join(found)}" if found else "no checkpoints are there yet"
-    raise UserInputError(f"--colm '{colm}' names no file {candidate}; {listing} (or pass a path, or 'none'; "
-                         f"see classification/training/checkpoints/README.md).")
 
 
 class CorrectedClassifier(nn.Module):

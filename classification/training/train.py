@@ -25,8 +25,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from classification.checkpoints import CHECKPOINT_DIR
 from classification.errors import UserInputError, report_user_errors
-from classification.paths import REPO_ROOT, add_config_argument, configured, dataset_path
+from classification.paths import add_config_argument, configured, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.training.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
                                                  init_distributed, launched_world_size, shutdown_distributed)
@@ -40,7 +41,7 @@ log = logging.getLogger("sympie.train")
 
 TRAIN_PHASE, VAL_PHASE = 0, 1   # keys of the random streams
 SEGMENTATION_BENCHMARKS = {"city": "cityscapes", "acdc": "acdc"}   # best_<name>.pth <- config key
-DEFAULT_SEGMENTER = REPO_ROOT / "classification" / "training" / "checkpoints" / "cityscapesfinal.pth"
+DEFAULT_SEGMENTER = CHECKPOINT_DIR / "cityscapesfinal.pth"
 
 
 def build_parser() -> argparse.ArgumentParser:
