@@ -1,6 +1,7 @@
 """Draw ``assets/compare_example.png`` and ``assets/before_after.png`` from a SyMPIE checkpoint.
 
-    python assets/make_figures.py --colm PATH --colm-label "demo checkpoint, 100 iterations on 6 photos"
+    python assets/make_figures.py --colm PATH --colm-label "demo checkpoint, 100 iterations on 6 photos" \
+        [--grids DIR]   # keep (and reuse) the demo's grids there
 
 * ``compare_example.png``: the compare heat map of the embedded demo (``validate.py --demo``): effnet_lite0
   behind SyMPIE minus effnet_lite0 alone, on the mini ImageNet-C of the six sample photos.
@@ -13,8 +14,10 @@ come from a short CPU demo training on the sample photos, not from the released 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +79,16 @@ def before_after(colm: Path, colm_label: str, out: Path) -> Path:
     predictions = [classifier(normalize(to_tensor(images))).argmax(1).tolist() for _, images in columns]
 
     width = LEFT + len(columns) * (TILE + PAD) + PAD
-    height = HEADER + len(BEFORE_AFTER_ROWS) * (TILE + CAPTION + PAD) + 30
+    title = textwrap.wrap(f"SyMPIE: {colm_label}", width=width // 8)
+    header = HEADER + 18 * (len(title) - 1)
+    height = header + len(BEFORE_AFTER_ROWS) * (TILE + CAPTION + PAD) + 30
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((PAD, PAD), f"SyMPIE ({colm_label})", font=font(15), fill=INK)
-    for j, (title, _) in enumerate(columns):
-        draw.text((LEFT + j * (TILE + PAD) + TILE // 2, HEADER - 8), title, font=font(14), fill=INK, anchor="mb")
+    draw.multiline_text((PAD, PAD), "\n".join(title), font=font(15), fill=INK, spacing=3)
+    for j, (name, _) in enumerate(columns):
+        draw.text((LEFT + j * (TILE + PAD) + TILE // 2, header - 8), name, font=font(14), fill=INK, anchor="mb")
     for i, (photo, name) in enumerate(BEFORE_AFTER_ROWS):
-        top = HEADER + i * (TILE + CAPTION + PAD)
+        top = header + i * (TILE + CAPTION + PAD)
         draw.text((PAD, top + TILE // 2), name, font=font(14), fill=INK, anchor="lm")
         for j, (_, images) in enumerate(columns):
             left = LEFT + j * (TILE + PAD)
@@ -98,13 +103,16 @@ def before_after(colm: Path, colm_label: str, out: Path) -> Path:
     return out
 
 
-def compare_example(colm: Path, colm_label: str, out: Path) -> Path:
-    """Run the embedded demo with ``colm`` and draw its compare heat map with an explicit title."""
-    with tempfile.TemporaryDirectory() as folder:
-        data = validate.main(["--demo", "--colm", str(colm), "--out", folder, "--no-progress"])
-        base = data.with_name(f"demo_none_{DEMO_CLASSIFIER}.json")
-        title = (f"Embedded demo (mini ImageNet-C of the 6 sample photos): {DEMO_CLASSIFIER} behind SyMPIE "
-                 f"({colm_label}) minus {DEMO_CLASSIFIER} alone, accuracy points")
+def compare_example(colm: Path, colm_label: str, out: Path, grids: Path | None = None) -> Path:
+    """The compare heat map of the embedded demo with ``colm``, with an explicit title. The demo runs in
+    ``grids`` (a temporary folder by default) unless both of its grids are already there."""
+    with contextlib.ExitStack() as stack:
+        folder = grids if grids is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        base, data = folder / f"demo_none_{DEMO_CLASSIFIER}.json", folder / f"demo_{colm.stem}_{DEMO_CLASSIFIER}.json"
+        if not (base.is_file() and data.is_file()):
+            validate.main(["--demo", "--colm", str(colm), "--out", str(folder), "--no-progress"])
+        title = (f"Embedded demo (6 sample photos): {DEMO_CLASSIFIER} behind SyMPIE ({colm_label}) minus "
+                 f"{DEMO_CLASSIFIER} alone, accuracy points")
         return render_heatmap(delta(load_grid(data), load_grid(base)), out, title, signed=True)
 
 
@@ -115,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what the checkpoint is, written into the titles (e.g. 'demo checkpoint, 100 "
                              "iterations on 6 photos, not the released model')")
     parser.add_argument("--out", type=Path, default=ASSETS, help="output folder (default: assets/)")
+    parser.add_argument("--grids", type=Path, default=None,
+                        help="folder of the demo's grids: reused when present, else the demo writes them there "
+                             "(default: a temporary folder)")
     parser.add_argument("--only", choices=("compare", "before_after"), help="draw one of the two figures")
     return parser
 
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.only in (None, "before_after"):
         written.append(before_after(args.colm, args.colm_label, args.out / "before_after.png"))
     if args.only in (None, "compare"):
-        written.append(compare_example(args.colm, args.colm_label, args.out / "compare_example.png"))
+        written.append(compare_example(args.colm, args.colm_label, args.out / "compare_example.png", args.grids))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
     return written
