@@ -1,6 +1,7 @@
 """validate.py --demo: the mini ImageNet-C of the sample photos, its cache, the refusals and the label table."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -125,3 +126,20 @@ def test_demo_end_to_end(demo_cache, tmp_path, monkeypatch, capsys):
     assert (out / "demo_none_effnet_lite0.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert str(demo_cache / "demo") in printed and str(out / "demo_none_effnet_lite0.json") in printed
+
+
+def test_figure_script_draws_before_after_and_compare(demo_cache, tmp_path):
+    """assets/make_figures.py with a random NEM; the compare heat map from existing demo grids."""
+    spec = importlib.util.spec_from_file_location("make_figures", demo.REPO_ROOT / "assets" / "make_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    checkpoint = tmp_path / "random_nem.pth"
+    torch.save(ColModule().state_dict(), checkpoint)
+    picture = figures.before_after(checkpoint, "random NEM (test)", tmp_path / "before_after.png")
+    assert picture.stat().st_size > 10_000
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    rows = [[50.0] * 5 for _ in range(17)]
+    (grids / "demo_none_effnet_lite0.json").write_text(json.dumps(rows))
+    (grids / "demo_random_nem_effnet_lite0.json").write_text(json.dumps([[25.0] * 5 for _ in range(17)]))
+    assert figures.compare_example(checkpoint, "random NEM (test)", tmp_path / "compare.png", grids).is_file()
