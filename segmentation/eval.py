@@ -13,18 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from classification.atomic import write_json
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, dataset_path
 from classification.training.model import SyMPIE
@@ -46,8 +45,7 @@ BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
 def as_segmenter(model: nn.Module) -> nn.Module:
     """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DataParallel/DDP) gets
     the Caffe renormalisation in front; anything else is assumed to take ImageNet-normalised input already."""
-    wrapped = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
-    return ImagenetInput(model) if isinstance(wrapped, DeeplabNW) else model
+    return ImagenetInput(model) if isinstance(unwrap(model), DeeplabNW) else model
 
 
 def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
@@ -64,26 +62,6 @@ def predict(segmenter: nn.Module, images: torch.Tensor, sympie: nn.Module | None
     if flip:
         logits = logits + _logits(segmenter(images.flip(-1))).flip(-1)
     return logits
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...``: every sample exactly once across processes (no padding, unlike
-    DistributedSampler, so the summed confusion matrices equal a single process's)."""
-
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
-        self.indices = range(rank, length, world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 @contextlib.contextmanager
@@ -129,7 +107,7 @@ def evaluate(segmenter: nn.Module, dataset: Dataset, sympie: nn.Module | None = 
     segmenter.to(device)
     if sympie is not None:
         sympie.to(device)
-    rank, world = _rank_and_world()
+    rank, world = rank_world()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
                         num_workers=workers, collate_fn=collate_by_size, pin_memory=device.type == "cuda")
     matrix = ConfusionMatrix(NUM_CLASSES, device)
@@ -198,22 +176,6 @@ def _jsonable(metrics: dict) -> dict:
     return {k: clean(v) for k, v in metrics.items()}
 
 
-def _setup_distributed(requested: str | None) -> tuple[torch.device, bool]:
-    """Join the torchrun process group if there is one; the device of this process."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if requested:
-        device = torch.device(requested)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and device.index is None and distributed:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device, distributed
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -242,16 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.batch_size < 1 or args.workers < 0 or args.long_side < 1:
         raise UserInputError(f"--batch-size ({args.batch_size}) and --long-side ({args.long_side}) must be positive "
                              f"and --workers ({args.workers}) at least 0.")
-    device, distributed = _setup_distributed(args.device)
-    try:
-        return _run(args, device)
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
+    with distributed(args.device) as ctx:
+        return _run(args, ctx.device)
 
 
 def _run(args: argparse.Namespace, device: torch.device) -> dict:
-    is_main = _rank_and_world()[0] == 0
+    is_main = rank_world()[0] == 0
     names = list(BENCHMARKS) if args.dataset == "all" else [args.dataset]
     datasets = {name: Cityscapes(dataset_path(BENCHMARKS[name][0], args.config), long_side=args.long_side)
                 for name in names}

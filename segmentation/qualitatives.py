@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from classification.atomic import atomic_path
+from classification.distributed import select_device
 from classification.errors import UserInputError, report_user_errors
 from classification.normalization import denormalize
 from classification.paths import add_config_argument, dataset_path
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.num < 1 or args.long_side < 1:
         raise UserInputError(f"--num and --long-side must be positive, got {args.num} and {args.long_side}.")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = select_device(args.device)
     dataset = Cityscapes(dataset_path(BENCHMARKS[args.dataset][0], args.config), long_side=args.long_side)
     segmenter = load_deeplab(args.ckpt, trusted=args.trust_checkpoint)
     sympie = load_sympie(args.colm, device)

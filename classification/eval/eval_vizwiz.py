@@ -16,7 +16,8 @@ from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.errors import report_user_errors
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
-from classification.eval.evaluate import build_eval_model, choose_device
+from classification.distributed import select_device
+from classification.eval.evaluate import build_eval_model
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     if colm_path is not None:
         models["warp"] = build_eval_model(classifier, colm_path)
     predictions = predict_vizwiz(models, dataset, batch_size=args.batch_size, workers=args.workers,
-                                 device=choose_device(args.device), progress=not args.no_progress)
+                                 device=select_device(args.device), progress=not args.no_progress)
     written = {}
     for key, preds in predictions.items():
         path = Path(args.out) / OUTPUT_FILES[key]

@@ -7,7 +7,6 @@ process would compute.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -15,16 +14,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from classification.distributed import ShardSampler, autocast, rank_world
 from classification.errors import UserInputError
 from classification.eval.imagenetc import SEVERITIES, CorruptionGrid
 from classification.eval.preprocess import normalize_uint8
 from classification.training.model import SyMPIE, freeze
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -78,33 +77,6 @@ def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike |
     return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint), classifier))
 
 
-def choose_device(requested: str | None) -> torch.device:
-    """``--device``; by default CUDA if available. A bare ``cuda`` means ``cuda:LOCAL_RANK`` (one GPU per rank)."""
-    try:
-        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise UserInputError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return device
-
-
-def distributed_rank_world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1000, workers: int = 4,
                   device: str | torch.device = "cpu", amp: bool = False, channels_last: bool = False,
                   debug: bool = False, progress: bool = True) -> GridCounts:
@@ -114,10 +86,9 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
     first batch (of every rank) is evaluated. Returns the counts summed over all ranks.
     """
     device = torch.device(device)
-    rank, world = distributed_rank_world()
-    shard = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    rank, world = rank_world()
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
+                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
     counts = GridCounts.zeros(len(dataset.categories), device)
@@ -130,7 +101,7 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
                 raise UserInputError(f"image {bad.path} (line {bad.line_no} of {dataset.split_file}) cannot be "
                                      f"decoded; replace the file or remove the line.")
             x = normalize_uint8(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model(x)
             correct = logits.argmax(dim=1) == labels.to(device)
             counts.add(correct, rows.to(device), columns.to(device))

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import PIL
 import torch
-import torch.distributed as dist
 import torchvision
 
 from classification.atomic import write_json
@@ -35,8 +34,8 @@ from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (CACHE_ENV, DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
                                      prepare_demo_set)
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
-from classification.eval.evaluate import (GridCounts, build_eval_model, choose_device, distributed_rank_world,
-                                          evaluate_grid)
+from classification.distributed import distributed
+from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
 
@@ -73,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "under torchrun cuda:LOCAL_RANK)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the JSON grids (default: json/ beside "
                                                                 "this script)")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU); "
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (classification/distributed.py); "
                                                            "the protocol is fp32")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
@@ -159,16 +158,6 @@ def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCoun
     }
 
 
-def init_distributed(device: torch.device) -> bool:
-    """Join the torchrun process group (NCCL on CUDA, gloo on CPU); False when not launched by torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
 @report_user_errors
 def main(argv: list[str] | None = None) -> Path | None:
     """Run the evaluation; returns the path of the grid JSON on rank 0 (None on the other ranks)."""
@@ -209,10 +198,8 @@ def run_demo(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) -> Path | None:
     """Evaluate ``args.clas`` (with SyMPIE when ``colm_path`` is set) on the dataset ``key`` at ``root``."""
-    device = choose_device(args.device)
-    started_group = init_distributed(device)
-    try:
-        rank, world = distributed_rank_world()
+    with distributed(args.device) as ctx:
+        rank, world, device = ctx.rank, ctx.world_size, ctx.device
         dataset = DATASETS[key](root, args.split, quick=args.quick, skip_missing=args.skip_missing)
         if dataset.missing and rank == 0:
             log.warning("%d images listed in %s are missing and were skipped (first: %s, line %d)",
@@ -238,9 +225,6 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
                    metadata(args, dataset, counts, colm_path, started, seconds, device, world), indent=1)
         log.info("wrote %s (%.1f s, %.1f images/s)", out, seconds, len(dataset) / max(seconds, 1e-9))
         return out
-    finally:
-        if started_group:
-            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

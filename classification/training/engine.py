@@ -7,7 +7,6 @@ classifier on the corrupted crop, ``unwarped`` = classifier on the student-corre
 """
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,22 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.normalization import normalize
-from classification.training.distributed import DistributedContext, all_reduce_sum
+from classification.distributed import DistributedContext, all_reduce_sum, autocast, unwrap
 from classification.training.ema import ema_update
 from classification.training.imagenetc import distort_batch, sample_seed
 from classification.training.model import CorrectColMulti
 
 TRAIN_METRICS = ("loss", "ce_round1", "ce_round2", "acc_original", "acc_warped", "acc_unwarped")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when ``enabled`` (the gradient clamp needs unscaled gradients, so no fp16)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

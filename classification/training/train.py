@@ -29,8 +29,8 @@ from classification.checkpoints import CHECKPOINT_DIR
 from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, configured, dataset_path
 from classification.training import checkpointing as ckpt
-from classification.training.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
-                                                 init_distributed, launched_world_size, shutdown_distributed)
+from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
+                                        distributed, launched_world_size)
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import TRAIN_METRICS, DeviceCorruptions, prepare_batch, train_step, validate
 from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--round2-weight", type=float, default=0.5, help="weight of the teacher-corrected round")
     recipe.add_argument("--grad-clamp", type=float, default=1.0,
                         help="per-parameter gradients with a norm >= this are rescaled to this norm")
-    recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (meant for CUDA)")
+    recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (see classification/distributed.py)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--demo", action="store_true",
@@ -410,14 +410,10 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
         log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / ckpt.CHECKPOINT)
     if classifiers is None:
         classifiers = build(args)
-    ctx = init_distributed(args.device)
-    try:
-        with run_logging(logdir, ctx.is_main):
-            if ctx.is_main:
-                ckpt.write_run_config(logdir, args, world_size)
-            Trainer(args, ctx, classifiers, image_folder, root, resume=resume).fit()
-    finally:
-        shutdown_distributed()
+    with distributed(args.device) as ctx, run_logging(logdir, ctx.is_main):
+        if ctx.is_main:
+            ckpt.write_run_config(logdir, args, world_size)
+        Trainer(args, ctx, classifiers, image_folder, root, resume=resume).fit()
     return logdir
 
 

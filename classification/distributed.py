@@ -1,0 +1,159 @@
+"""Processes and devices, for every script: torchrun process groups (NCCL on CUDA, gloo on CPU), rank and
+world size, sharding, DistributedDataParallel unwrapping, device choice and the ``--amp`` policy.
+
+``--amp`` means the same everywhere (training, validate.py, VizWiz, segmentation): bfloat16 autocast
+around the forward passes, with losses, metrics and written results in float32. No fp16: it would need a
+gradient scaler, and scaled gradients would defeat training's norm-1 gradient clamp. The protocol is fp32
+(``--amp`` is off by default).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import Sampler
+
+from classification.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process runs: rank, number of processes and device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_world_size() -> int:
+    """Number of processes started by torchrun (1 for a plain ``python script.py``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """``--device`` (``cpu``, ``cuda``, ``cuda:1`` ...), by default CUDA when available, else CPU. A bare
+    ``cuda`` means one GPU per local rank; a CUDA device becomes the current one."""
+    try:
+        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UserInputError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
+        if device.index is None:
+            device = torch.device("cuda", local_rank() % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(requested_device: str | None = None, timeout_minutes: int = 30) -> DistributedContext:
+    """Choose the device and join the process group when launched by torchrun (a single process needs none)."""
+    world_size = launched_world_size()
+    device = select_device(requested_device)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes),
+                                device_id=device if device.type == "cuda" else None)
+    rank, world_size = rank_world()
+    return DistributedContext(rank, world_size, local_rank(), device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed(requested_device: str | None = None) -> Iterator[DistributedContext]:
+    """:func:`init_distributed` for the duration of a ``with`` block; the group is left as it was found."""
+    started = not dist.is_initialized()
+    ctx = init_distributed(requested_device)
+    try:
+        yield ctx
+    finally:
+        if started:
+            shutdown_distributed()
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` in order: every sample exactly once across processes (no padding,
+    unlike DistributedSampler, so counts summed over processes equal a single process's)."""
+
+    def __init__(self, length: int, rank: int | None = None, world_size: int | None = None):
+        if rank is None or world_size is None:
+            rank, world_size = rank_world()
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel or DataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """The ``--amp`` policy (see the module docstring): bfloat16 autocast when ``enabled``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def all_reduce_mean(values: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
+    """Mean of ``values`` over processes (a copy; ``values`` itself is untouched)."""
+    values = values.detach().clone()
+    if ctx.distributed:
+        dist.all_reduce(values)
+        values /= ctx.world_size
+    return values
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
+    """Sum of ``values`` over processes (a copy)."""
+    values = values.detach().clone()
+    if ctx.distributed:
+        dist.all_reduce(values)
+    return values
+
+
+def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects)."""
+    if not ctx.distributed:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier(ctx: DistributedContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
