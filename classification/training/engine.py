@@ -7,8 +7,9 @@ classifier on the corrupted crop, ``unwarped`` = classifier on the student-corre
 """
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -81,16 +82,16 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
     core = unwrap(student)
     with torch.no_grad(), autocast(x.device, amp):
         _, _, teacher_corrected = teacher(x, clasid)
-    teacher_corrected = teacher_corrected.float()
+    teacher_corrected = teacher_corrected.to(x.dtype)  # the input precision (autocast may give bf16)
 
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, amp):
         logits1, params1, corrected1 = student(x, clasid)
-    ce1 = F.cross_entropy(logits1.float(), y)
+    ce1 = F.cross_entropy(logits1.to(x.dtype), y)
     ce1.backward()
     with autocast(x.device, amp):
         logits2, _, corrected2 = student(teacher_corrected, clasid)
-    ce2 = F.cross_entropy(logits2.float(), y)
+    ce2 = F.cross_entropy(logits2.to(x.dtype), y)
     (round2_weight * ce2).backward()
     optimizer.step()
     scheduler.step()
@@ -117,11 +118,32 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
     return StepOutput(metrics, visuals)
 
 
+@contextlib.contextmanager
+def nem_in_eval_mode(student: CorrectColMulti) -> Iterator[None]:
+    """The NEM alone in eval mode (BatchNorm on its running statistics, which stay untouched), as the
+    authors' ``colm.eval()`` during validation; the Clamp keeps its mode. Every NEM layer's mode is restored
+    after (layers kept in eval mode during training stay so)."""
+    modes = [(m, m.training) for m in student.nem.modules()]
+    student.nem.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @torch.no_grad()
 def validate(student: CorrectColMulti, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
              ctx: DistributedContext, amp: bool = False) -> dict[str, float]:
     """Mean accuracies and their deltas over ``batches`` of every process (batch ``j`` uses classifier
-    ``j % n``). The student is used in whatever mode it is in (the recipe keeps it in training mode)."""
+    ``j % n``), with the NEM in eval mode (:func:`nem_in_eval_mode`): the student's parameters and buffers
+    are left exactly as they were."""
+    with nem_in_eval_mode(student):
+        return _validate(student, batches, ctx, amp)
+
+
+def _validate(student: CorrectColMulti, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+              ctx: DistributedContext, amp: bool) -> dict[str, float]:
     counts = torch.zeros(4, dtype=torch.float64, device=ctx.device)  # images, unwarped, warped, original
     num_classifiers = len(student.classifiers)
     for j, (x, y, z) in enumerate(batches):

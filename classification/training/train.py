@@ -274,7 +274,6 @@ class Trainer:
     def end_of_epoch(self, epoch: int) -> None:
         """Validation, best checkpoints, the full training checkpoint."""
         metrics = validate(self.student, self.validation_batches(), self.ctx, self.args.amp)
-        self._average_batchnorm_statistics()  # validation runs in training mode, as the authors' did
         scores = {"uw": metrics["dacc_uw"], "uo": metrics["dacc_uo"]}
         if self.segmentation.names:
             scores.update(self.segmentation(self.student.nem))
