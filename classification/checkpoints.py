@@ -12,6 +12,7 @@ from classification.errors import UserInputError
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "training" / "checkpoints"
 CHECKPOINT_SUFFIX = ".pth"
+DEFAULT_SEGMENTER = CHECKPOINT_DIR / "cityscapesfinal.pth"  # the authors' DeepLab-V2 trained on Cityscapes
 
 
 def resolve_colm(colm: str, checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR) -> Path | None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from classification.atomic import write_json
-from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.checkpoints import DEFAULT_SEGMENTER, resolve_colm
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, dataset_path
@@ -34,7 +34,6 @@ from segmentation.renorm import ImagenetInput
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEGMENTER = CHECKPOINT_DIR / "cityscapesfinal.pth"
 BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
     "city": ("cityscapes", "Cityscapes"),
     "acdc": ("acdc", "ACDC"),

@@ -12,13 +12,14 @@ import torch.nn as nn
 import yaml
 from PIL import Image
 
+from classification.checkpoints import CHECKPOINT_DIR
 from classification.distributed import ShardSampler
 from classification.errors import UserInputError
 from classification.training.model import NUM_PARAMS, ColModule, SyMPIE
 from segmentation import eval as seg_eval
 from segmentation.cityscapes import NUM_CLASSES, Cityscapes, PALETTE
 from segmentation.deeplab import DeeplabNW
-from segmentation.eval import (CHECKPOINT_DIR, as_segmenter, evaluate, evaluate_acdc, evaluate_city,
+from segmentation.eval import (as_segmenter, evaluate, evaluate_acdc, evaluate_city,
                                evaluate_zurich, predict, resolve_colm)
 from segmentation.metrics import ConfusionMatrix
 from segmentation.renorm import ImagenetInput

@@ -124,7 +124,7 @@ def test_run_outputs_and_killed_then_resumed_run_ends_like_an_uninterrupted_one(
 
 def test_segmentation_validation_hook(imagenet, tmp_path, monkeypatch):
     """With a DeepLab checkpoint and both folders, every epoch evaluates the student's NEM on both."""
-    import segmentation.eval as segmentation_eval
+    import segmentation.validation as segmentation_validation
     from segmentation.deeplab import DeeplabNW
 
     from classification.training.model import SyMPIE
@@ -141,7 +141,7 @@ def test_segmentation_validation_hook(imagenet, tmp_path, monkeypatch):
         calls.append((name, root))
         return {"miou": 50.0 - len(calls)}
 
-    monkeypatch.setattr(segmentation_eval, "evaluate_benchmark", fake_evaluate)
+    monkeypatch.setattr(segmentation_validation, "evaluate_benchmark", fake_evaluate)
     logdir = train(run_args(imagenet, tmp_path / "run", "--epochs", "1", "--iters-per-epoch", "1",
                             "--seg-checkpoint", str(checkpoint), "--cityscapes", str(roots["city"]),
                             "--acdc", str(roots["acdc"])), classifiers=[tiny_classifier()])

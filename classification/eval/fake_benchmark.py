@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from classification.eval.imagenetc import (IMAGENETC_BAR_CORRUPTIONS, IMAGENETC_GROUPS, SEVERITIES, SPLIT_FILE,
-                                           with_jpg_suffix)
+from classification.eval.imagenetc import IMAGENETC_BAR_CORRUPTIONS, SEVERITIES, SPLIT_FILE, with_jpg_suffix
+from classification.training.corruptions import IMAGENET_C_GROUPS
 
 KINDS = ("imagenetc", "imagenetc-bar", "imagenetc-mixed")
 
@@ -29,7 +29,7 @@ def fake_split_lines(num_images: int, num_classes: int, rng: np.random.Generator
 def fake_folders(kind: str) -> list[tuple[Path, bool]]:
     """(folder relative to the root, whether file names use .jpg) of every cell of ``kind``'s layout."""
     if kind == "imagenetc":
-        folders = [(Path(group, name, str(s)), False) for group, names in IMAGENETC_GROUPS.items()
+        folders = [(Path(group, name, str(s)), False) for group, names in IMAGENET_C_GROUPS.items()
                    for name in names for s in SEVERITIES]
         return folders + [(Path("color", str(s)), True) for s in SEVERITIES] + [(Path("clean"), True)]
     if kind == "imagenetc-bar":

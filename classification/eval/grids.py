@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from classification.atomic import atomic_path
 from classification.errors import UserInputError
 from classification.eval.imagenetc import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS, IMAGENETC_CATEGORIES,
-                                           IMAGENETC_CORRUPTIONS, IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
+                                           IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
+from classification.training.corruptions import IMAGENET_C
 
 # AlexNet top-1 error (%) per ImageNet-C corruption, averaged over the 5 severities, and on clean images.
 ALEXNET_ERRORS: dict[str, float] = {
@@ -41,7 +42,7 @@ class GridKind:
 
 
 GRID_KINDS = (
-    GridKind("ImageNet-C", IMAGENETC_CATEGORIES, IMAGENETC_CORRUPTIONS),
+    GridKind("ImageNet-C", IMAGENETC_CATEGORIES, IMAGENET_C),
     GridKind("ImageNet-C-Bar", IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS),
     GridKind("ImageNet-C-Mixed", IMAGENETC_MIXED_CATEGORIES, IMAGENETC_MIXED_CATEGORIES),
 )
@@ -132,7 +133,7 @@ def corruption_errors(grid: Grid) -> tuple[float, float]:
     errors = 100.0 - grid.values
     clean = float(errors[cats.index("clean")].mean())
     ce, rel = [], []
-    for name in IMAGENETC_CORRUPTIONS:
+    for name in IMAGENET_C:
         err = float(errors[cats.index(name)].mean())
         ce.append(err / ALEXNET_ERRORS[name])
         rel.append((err - clean) / (ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR))

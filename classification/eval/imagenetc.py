@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
 from classification.eval.preprocess import CROP, load_eval_uint8
+from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
 
 SEVERITIES = (1, 2, 3, 4, 5)
 ALL_COLUMNS = (1 << len(SEVERITIES)) - 1  # column mask of an image counted at every severity
@@ -31,16 +32,8 @@ SPLIT_FILE = "images.txt"
 QUICK_SEED = 42
 QUICK_FRACTION = 50
 
-# group folder -> corruptions, in the grid's row order
-IMAGENETC_GROUPS: dict[str, tuple[str, ...]] = {
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "digital": ("contrast", "elastic_transform", "jpeg_compression", "pixelate"),
-    "noise": ("gaussian_noise", "impulse_noise", "shot_noise"),
-    "weather": ("brightness", "fog", "frost", "snow"),
-}
-IMAGENETC_CORRUPTIONS: tuple[str, ...] = tuple(c for group in IMAGENETC_GROUPS.values() for c in group)
-GROUP_OF: dict[str, str] = {c: group for group, names in IMAGENETC_GROUPS.items() for c in names}
-IMAGENETC_CATEGORIES: tuple[str, ...] = (*IMAGENETC_CORRUPTIONS, "colwarp", "clean")
+GROUP_OF: dict[str, str] = {c: group for group, names in IMAGENET_C_GROUPS.items() for c in names}
+IMAGENETC_CATEGORIES: tuple[str, ...] = (*IMAGENET_C, "colwarp", "clean")
 IMAGENETC_BAR_CORRUPTIONS: tuple[str, ...] = (
     "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout", "cocentric_sine_waves",
     "inverse_sparkles", "perlin_noise", "plasma_noise", "single_frequency_greyscale", "sparkles")
@@ -149,14 +142,13 @@ class CorruptionGrid(Dataset):
     """
 
     categories: tuple[str, ...] = ()
-    kind = "grid"
-    config_key = "imagenetc"  # the config_paths.yaml key of the dataset
+    kind = "imagenetc"  # also the config_paths.yaml key of the dataset
 
     def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike | None = None,
                  quick: bool = False, skip_missing: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise UserInputError(f"dataset folder {self.root} does not exist; set the '{self.config_key}' key in "
+            raise UserInputError(f"dataset folder {self.root} does not exist; set the '{self.kind}' key in "
                                  f"config_paths.yaml or pass --root PATH.")
         self.split_file = Path(split_file) if split_file is not None else self.root / SPLIT_FILE
         self.lines = read_split(self.split_file)
@@ -247,7 +239,6 @@ class ImagenetC(CorruptionGrid):
 
     categories = IMAGENETC_CATEGORIES
     kind = "imagenetc"
-    config_key = "imagenetc"
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
@@ -263,7 +254,6 @@ class ImagenetCBar(CorruptionGrid):
 
     categories = IMAGENETC_BAR_CATEGORIES
     kind = "imagenetc-bar"
-    config_key = "imagenetc-bar"
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
@@ -276,7 +266,6 @@ class ImagenetCMixed(CorruptionGrid):
 
     categories = IMAGENETC_MIXED_CATEGORIES
     kind = "imagenetc-mixed"
-    config_key = "imagenetc-mixed"
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         severity = severity_of(columns)

@@ -44,33 +44,26 @@ from tqdm import tqdm
 
 from classification.atomic import atomic_path, write_json
 from classification.errors import UserInputError, report_user_errors
-from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, corrupt
+from classification.eval.imagenetc import CROP, SEVERITIES, SPLIT_FILE
+from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, IMAGENET_C_GROUPS, corrupt
 
 log = logging.getLogger(__name__)
 
-GROUPS: dict[str, tuple[str, ...]] = {
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "digital": ("contrast", "elastic_transform", "jpeg_compression", "pixelate"),
-    "noise": ("gaussian_noise", "impulse_noise", "shot_noise"),
-    "weather": ("brightness", "fog", "frost", "snow"),
-}
 EXTRA_GROUPS: dict[str, tuple[str, ...]] = {
     "blur": ("gaussian_blur",),
     "digital": ("saturate",),
     "noise": ("speckle_noise",),
     "weather": ("spatter",),
 }
-GROUP_OF: dict[str, str] = {name: group for table in (GROUPS, EXTRA_GROUPS) for group, names in table.items()
-                            for name in names}
+GROUP_OF: dict[str, str] = {name: group for table in (IMAGENET_C_GROUPS, EXTRA_GROUPS)
+                            for group, names in table.items() for name in names}
 COLOR_WARPS = ("darken", "sunset", "night", "white")
 MIXED_COUNTS = (2, 3)
-SEVERITIES = (1, 2, 3, 4, 5)
 PARTS = ("imagenet-c", "clean", "color", "mixed")
-RESIZE, CROP = 256, 224
+RESIZE = 256  # then the centre crop of CROP, as ImageNet-C was made
 JPEG_QUALITY = 85
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 MANIFEST = "render_manifest.json"
-SPLIT_FILE = "images.txt"
 
 
 # --------------------------------------------------------------------------- what to render

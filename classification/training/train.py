@@ -18,30 +18,29 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from classification.checkpoints import CHECKPOINT_DIR
+from classification.checkpoints import DEFAULT_SEGMENTER
 from classification.errors import UserInputError, report_user_errors
-from classification.paths import add_config_argument, configured, dataset_path
+from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
                                         distributed, launched_world_size)
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import TRAIN_METRICS, DeviceCorruptions, prepare_batch, train_step, validate
 from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
-from classification.training.model import CorrectColMulti, SyMPIE
+from classification.training.model import CorrectColMulti
 from classification.training.visualize import image_grid, parameter_images
+from segmentation.validation import Validator, build_validators
 
 log = logging.getLogger("sympie.train")
 
 TRAIN_PHASE, VAL_PHASE = 0, 1   # keys of the random streams
-SEGMENTATION_BENCHMARKS = {"city": "cityscapes", "acdc": "acdc"}   # best_<name>.pth <- config key
-DEFAULT_SEGMENTER = CHECKPOINT_DIR / "cityscapesfinal.pth"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,47 +117,16 @@ def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
             for name in args.classifiers]
 
 
-class SegmentationValidation:
-    """Per-epoch mIoU of the student's NEM in front of a DeepLab, on the benchmarks that are configured."""
-
-    def __init__(self, args: argparse.Namespace, device: torch.device):
-        self.args = args
-        self.device = device
-        self.roots: dict[str, Path] = {}
-        self.segmenter: nn.Module | None = None
-        checkpoint = Path(args.seg_checkpoint)
-        for name, key in SEGMENTATION_BENCHMARKS.items():
-            root = getattr(args, key)
-            root = Path(root) if root else configured(key, args.config)
-            if root is not None and root.is_dir() and checkpoint.is_file():
-                self.roots[name] = root
-        skipped = [k for k in SEGMENTATION_BENCHMARKS if k not in self.roots]
-        if skipped:
-            log.info("segmentation validation skipped for %s (needs %s and the dataset folder: --cityscapes/--acdc "
-                     "or config_paths.yaml)", ", ".join(skipped), checkpoint)
-        if self.roots:
-            from segmentation.deeplab import load_deeplab
-
-            self.segmenter = load_deeplab(checkpoint, map_location="cpu").to(device)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.roots)
-
-    def __call__(self, nem: nn.Module) -> dict[str, float]:
-        from segmentation.eval import evaluate_benchmark
-
-        sympie = SyMPIE(nem)
-        return {name: evaluate_benchmark(name, self.segmenter, sympie, root=root, workers=self.args.val_workers,
-                                         device=self.device)["miou"]
-                for name, root in self.roots.items()}
-
-
 class Trainer:
-    """Owns the models, optimizer, data and outputs of one run; :meth:`fit` runs (or continues) it."""
+    """Owns the models, optimizer, data and outputs of one run; :meth:`fit` runs (or continues) it.
+
+    ``validators`` score the student's NEM after every epoch besides the held-out split (``{name:
+    validator(nem) -> score}``, higher is better; each best is saved as ``best_<name>.pth``).
+    """
 
     def __init__(self, args: argparse.Namespace, ctx: DistributedContext, classifiers: Sequence[nn.Module],
-                 image_folder: tuple[list[str], list[tuple[str, int]]], root: Path, resume: bool = False):
+                 image_folder: tuple[list[str], list[tuple[str, int]]], root: Path, resume: bool = False,
+                 validators: Mapping[str, Validator] | None = None):
         self.args, self.ctx = args, ctx
         self.logdir = Path(args.logdir)
         self.total_steps = args.epochs * args.iters_per_epoch
@@ -188,7 +156,7 @@ class Trainer:
         self.passes_per_epoch = math.ceil(args.iters_per_epoch / len(self.train_loader))
         self.corruptions = (DeviceCorruptions(methods, args.max_corruptions, args.seed)
                             if args.gpu_corruptions else None)
-        self.segmentation = SegmentationValidation(args, device)
+        self.validators = dict(validators or {})
 
         self.start_epoch, self.best = 0, {}
         if resume:
@@ -275,8 +243,7 @@ class Trainer:
         """Validation, best checkpoints, the full training checkpoint."""
         metrics = validate(self.student, self.validation_batches(), self.ctx, self.args.amp)
         scores = {"uw": metrics["dacc_uw"], "uo": metrics["dacc_uo"]}
-        if self.segmentation.names:
-            scores.update(self.segmentation(self.student.nem))
+        scores.update({name: validator(self.student.nem) for name, validator in self.validators.items()})
         step = (epoch + 1) * self.args.iters_per_epoch
         improved = [name for name, value in scores.items() if value > self.best.get(name, -math.inf)]
         self.best.update({name: scores[name] for name in improved})
@@ -285,9 +252,9 @@ class Trainer:
             log.info("epoch %d/%d validation on %d images: %s%s", epoch + 1, self.args.epochs, metrics["images"],
                      "  ".join(f"{k} {v:+.2f}" if k in ("uw", "uo") else f"{k} {v:.2f}" for k, v in scores.items()),
                      f"  (new best: {', '.join(improved)})" if improved else "")
-            tags = {"uw": "val/dacc_uw", "uo": "val/dacc_uo", "city": "val/city", "acdc": "val/acdc"}
+            tags = {"uw": "val/dacc_uw", "uo": "val/dacc_uo"}
             for name, value in scores.items():
-                self.writer.add_scalar(tags[name], value, step)
+                self.writer.add_scalar(tags.get(name, f"val/{name}"), value, step)
             for name in improved:
                 ckpt.save_nem(self.logdir / f"best_{name}.pth", self.student)
             ckpt.save_training_checkpoint(self.logdir / ckpt.CHECKPOINT, state)
@@ -412,7 +379,9 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     with distributed(args.device) as ctx, run_logging(logdir, ctx.is_main):
         if ctx.is_main:
             ckpt.write_run_config(logdir, args, world_size)
-        Trainer(args, ctx, classifiers, image_folder, root, resume=resume).fit()
+        validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
+                                      args.val_workers, ctx.device)
+        Trainer(args, ctx, classifiers, image_folder, root, resume=resume, validators=validators).fit()
     return logdir
 
 

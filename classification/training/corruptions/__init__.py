@@ -5,6 +5,7 @@ Importing the package registers every implementation in :data:`CORRUPTIONS`.
 from classification.training.corruptions import blur, color, digital, noise, weather  # noqa: F401  (register)
 from classification.training.corruptions.api import (
     IMAGENET_C,
+    IMAGENET_C_GROUPS,
     MAX_SEVERITY,
     TRAINING_SET,
     TRAINING_SET_NO_COLOR,
@@ -17,6 +18,7 @@ from classification.training.corruptions.registry import CORRUPTIONS, register
 __all__ = [
     "CORRUPTIONS",
     "IMAGENET_C",
+    "IMAGENET_C_GROUPS",
     "MAX_SEVERITY",
     "TRAINING_SET",
     "TRAINING_SET_NO_COLOR",

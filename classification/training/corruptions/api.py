@@ -11,18 +11,23 @@ from PIL import Image
 from classification.errors import UserInputError
 from classification.training.corruptions.registry import CORRUPTIONS
 
+IMAGENET_C_GROUPS: dict[str, tuple[str, ...]] = {
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "digital": ("contrast", "elastic_transform", "jpeg_compression", "pixelate"),
+    "noise": ("gaussian_noise", "impulse_noise", "shot_noise"),
+    "weather": ("brightness", "fog", "frost", "snow"),
+}
+"""The 15 ImageNet-C corruptions by the folder ImageNet-C keeps them in, in the row order of the evaluation grid."""
+
+IMAGENET_C: tuple[str, ...] = tuple(name for names in IMAGENET_C_GROUPS.values() for name in names)
+"""The 15 ImageNet-C corruptions, in the row order of the evaluation grid."""
+
 TRAINING_SET: tuple[str, ...] = (
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "contrast", "elastic_transform", "jpeg_compression", "pixelate",
-    "gaussian_noise", "impulse_noise", "shot_noise",
-    "brightness", "fog", "frost", "snow",
+    *IMAGENET_C,
     "gaussian_blur", "spatter", "speckle_noise", "saturate",
     "darken", "sunset", "night", "white",
 )  # fmt: skip
 """The 23 training corruptions of SyMPIE, in the authors' order."""
-
-IMAGENET_C: tuple[str, ...] = TRAINING_SET[:15]
-"""The 15 ImageNet-C corruptions, in the row order of the evaluation grid."""
 
 TRAINING_SET_NO_COLOR: tuple[str, ...] = TRAINING_SET[:19]
 """The training set without SyMPIE's four colour warps."""
