@@ -29,8 +29,8 @@ import torchvision
 
 from classification.checkpoints import CHECKPOINT_DIR
 from classification.errors import UserInputError
+from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD, Renormalize
-from classification.training.model import freeze
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from classification.distributed import ShardSampler, autocast, rank_world
 from classification.errors import UserInputError
 from classification.eval.imagenetc import SEVERITIES, CorruptionGrid
 from classification.eval.preprocess import normalize_uint8
-from classification.training.model import SyMPIE, freeze
+from classification.frozen import freeze
+from classification.training.model import SyMPIE
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from classification.errors import UserInputError
+from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 NUM_PARAMS = 37
@@ -161,13 +162,6 @@ def estimation_view(images: torch.Tensor) -> torch.Tensor:
         return images
     view = TF.resize(images, [ESTIMATION_RESIZE], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return TF.center_crop(view, [ESTIMATION_SIZE, ESTIMATION_SIZE])
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: how every downstream model is used."""
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 class CorrectColMulti(SyMPIE):
