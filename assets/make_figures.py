@@ -28,9 +28,10 @@ from classification.atomic import atomic_path
 from classification.classifiers import build_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval import validate
-from classification.eval.demo import DEMO_CLASSIFIER, SAMPLE_LABELS, SAMPLES_DIR, load_sample
+from classification.eval.demo import DEMO_CLASSIFIER, load_sample
 from classification.eval.grids import delta, load_grid, render_heatmap
 from classification.normalization import denormalize, normalize
+from classification.samples import SAMPLE_LABELS, SAMPLES_DIR
 from classification.training.corruptions import corrupt
 from classification.training.model import SyMPIE
 

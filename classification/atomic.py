@@ -1,12 +1,13 @@
-"""Atomic file output: write to a temporary file in the target folder, then rename over the target.
+"""Atomic output: write to a temporary file (or folder) beside the target, then rename it into place.
 
-A killed run therefore never leaves a truncated JSON grid, checkpoint or image behind.
+A killed run therefore never leaves a truncated JSON grid, checkpoint, image or half-rendered folder behind.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +26,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder next to ``path`` to fill; on success it is renamed to ``path``.
+
+    ``path`` must not exist yet (remove an outdated one first). If it appears meanwhile (another process
+    made the same folder and renamed it first), that one is kept and this copy dropped. The temporary
+    folder is removed in every case.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:

@@ -25,11 +25,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from timm.data import ImageNetInfo
 from tqdm import tqdm
 
 from classification.atomic import atomic_path
 from classification.errors import UserInputError, report_user_errors
+from classification.imagenet import imagenet_class_index
 from classification.paths import add_config_argument, dataset_path
 
 log = logging.getLogger("make_splits")
@@ -39,11 +39,6 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 # --------------------------------------------------------------------------- ImageNet-C / C-Bar / C-Mixed
-
-def imagenet_class_index() -> dict[str, int]:
-    """wnid -> class index (0..999) in sorted-wnid order, the order of every torchvision/timm classifier."""
-    return {wnid: index for index, wnid in enumerate(sorted(ImageNetInfo().label_names()))}
-
 
 def _subdirs(folder: Path) -> list[os.DirEntry]:
     return sorted((e for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)

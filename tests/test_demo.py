@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from classification import samples
 from classification.eval import demo
 from classification.eval.imagenetc import IMAGENETC_CATEGORIES, ImagenetC
 from classification.eval.validate import main as validate_main
+from classification.paths import REPO_ROOT
 from classification.training.model import ColModule
 
 
@@ -23,11 +25,11 @@ def demo_cache(tmp_path_factory) -> Path:
 
 
 def test_label_table_covers_the_sample_photos():
-    photos = sorted(p.stem for p in demo.SAMPLES_DIR.glob("*.png"))
-    assert sorted(demo.SAMPLE_LABELS) == photos
-    assert {k: demo.SAMPLE_LABELS[k] for k in ("chelsea", "coffee", "rocket")} == \
+    photos = sorted(p.stem for p in samples.SAMPLES_DIR.glob("*.png"))
+    assert sorted(samples.SAMPLE_LABELS) == photos
+    assert {k: samples.SAMPLE_LABELS[k] for k in ("chelsea", "coffee", "rocket")} == \
         {"chelsea": 281, "coffee": 967, "rocket": 657}  # tabby cat, espresso, missile
-    assert set(demo.PREDICTED_LABELS) == set(demo.SAMPLE_LABELS) - {"chelsea", "coffee", "rocket"}
+    assert set(samples.PREDICTED_LABELS) == set(samples.SAMPLE_LABELS) - {"chelsea", "coffee", "rocket"}
 
 
 def test_demo_set_layout_and_labels(demo_cache):
@@ -36,7 +38,7 @@ def test_demo_set_layout_and_labels(demo_cache):
     assert len(dataset.lines) == 6
     assert len(dataset) == 6 * (15 * 5 + 5 + 1)  # the clean image is read once for the five columns
     labels = {Path(line.path).stem: line.label for line in dataset.lines}
-    assert labels == demo.SAMPLE_LABELS
+    assert labels == samples.SAMPLE_LABELS
     assert (root / "clean").is_dir() and (root / "color" / "5").is_dir()
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
 
@@ -49,10 +51,10 @@ def test_predicted_labels_are_the_classifiers_clean_predictions(demo_cache):
 
     root = demo_cache / "demo"
     paths = {Path(line.path).stem: root / "clean" / line.path.replace(".JPEG", ".jpg") for line in ImagenetC(root).lines}
-    batch = torch.stack([load_eval_uint8(paths[name]) for name in demo.SAMPLE_LABELS]).float().div(255)
+    batch = torch.stack([load_eval_uint8(paths[name]) for name in samples.SAMPLE_LABELS]).float().div(255)
     with torch.no_grad():
         predicted = build_classifier(demo.DEMO_CLASSIFIER)(normalize(batch)).argmax(1).tolist()
-    assert dict(zip(demo.SAMPLE_LABELS, predicted)) == demo.SAMPLE_LABELS
+    assert dict(zip(samples.SAMPLE_LABELS, predicted)) == samples.SAMPLE_LABELS
 
 
 def test_cache_is_reused_and_an_outdated_set_rendered_again(demo_cache, monkeypatch):
@@ -97,7 +99,7 @@ def test_contradicting_flags_are_refused(argv, capsys, monkeypatch):
 
 def test_demo_with_checkpoint_writes_both_grids_and_the_compare_heat_map(demo_cache, tmp_path, monkeypatch):
     """--debug (one batch per run) keeps this fast; the cells left empty read 0."""
-    monkeypatch.setenv(demo.CACHE_ENV, str(demo_cache))
+    monkeypatch.setenv(samples.CACHE_ENV, str(demo_cache))
     checkpoint = tmp_path / "random_nem.pth"
     torch.save(ColModule().state_dict(), checkpoint)
     out = tmp_path / "json"
@@ -114,7 +116,7 @@ def test_demo_with_checkpoint_writes_both_grids_and_the_compare_heat_map(demo_ca
 @pytest.mark.slow
 def test_demo_end_to_end(demo_cache, tmp_path, monkeypatch, capsys):
     """The whole demo grid of effnet_lite0 (the set is cached by the fixture), its heat map and the printed paths."""
-    monkeypatch.setenv(demo.CACHE_ENV, str(demo_cache))
+    monkeypatch.setenv(samples.CACHE_ENV, str(demo_cache))
     out = tmp_path / "json"
     validate_main(["--demo", "--out", str(out), "--no-progress"])
     grid = json.loads((out / "demo_none_effnet_lite0.json").read_text())
@@ -130,7 +132,7 @@ def test_demo_end_to_end(demo_cache, tmp_path, monkeypatch, capsys):
 
 def test_figure_script_draws_before_after_and_compare(demo_cache, tmp_path):
     """assets/make_figures.py with a random NEM; the compare heat map from existing demo grids."""
-    spec = importlib.util.spec_from_file_location("make_figures", demo.REPO_ROOT / "assets" / "make_figures.py")
+    spec = importlib.util.spec_from_file_location("make_figures", REPO_ROOT / "assets" / "make_figures.py")
     figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(figures)
     checkpoint = tmp_path / "random_nem.pth"

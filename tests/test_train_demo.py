@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from classification.samples import SAMPLE_LABELS
 from classification.training import demo
 from classification.training.model import SyMPIE
 from classification.training.train import main
@@ -20,7 +21,7 @@ def test_demo_folder_has_imagenet_class_indices(cache):
     assert root.parent == cache
     folders = sorted(p.name for p in root.iterdir())
     assert len(folders) == 1000
-    for name, label in demo.SAMPLE_LABELS.items():
+    for name, label in SAMPLE_LABELS.items():
         assert len(list((root / folders[label]).glob(f"{name}_*.jpg"))) == demo.VARIANTS_PER_PHOTO
     assert demo.demo_image_folder() == root  # made once, then reused
 

@@ -6,7 +6,7 @@ darken/sunset/night/white per image and severity, ``clean``; 5 severities; JPEG 
 ImageNet-C was saved) into the layout :class:`~classification.eval.imagenetc.ImagenetC` reads, with its
 ``images.txt``. The set lives in a cache folder (``$SYMPIE_CACHE/demo``, default ``~/.cache/sympie/demo``),
 is rendered in a temporary folder renamed into place when complete (a killed run leaves no half set),
-and is reused while its recipe is unchanged.
+and is reused while its recipe is unchanged. The photos and their labels are :mod:`classification.samples`.
 """
 from __future__ import annotations
 
@@ -14,47 +14,31 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from classification.atomic import write_json
+from classification.atomic import atomic_folder, write_json
+from classification.distributed import launched_world_size
 from classification.errors import UserInputError
 from classification.eval.grids import delta, load_grid, render_heatmap
-from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_steps, imagenet_class_index,
-                                        resize_and_crop, save_jpeg, write_split)
-from classification.paths import REPO_ROOT
+from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_steps, resize_and_crop, save_jpeg,
+                                        write_split)
+from classification.imagenet import imagenet_class_index
+from classification.samples import SAMPLE_LABELS, SAMPLES_DIR, cache_root, sample_path
 from classification.training.corruptions import IMAGENET_C
 
 log = logging.getLogger(__name__)
 
-SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
 DEMO_CLASSIFIER = "effnet_lite0"
 DEMO_PREFIX = "demo_"
 DEMO_SEED = 0
 DEMO_PARTS = ("imagenet-c", "clean", "color")
 DEMO_RECIPE_VERSION = 1  # bump when the rendering changes, so that cached sets are rendered again
-CACHE_ENV = "SYMPIE_CACHE"
 MARKER = "demo_set.json"
-
-# ImageNet class index of each sample photo: the class a person would give where one exists (chelsea:
-# 281 tabby cat, coffee: 967 espresso, rocket: 657 missile); the other three show no ImageNet class, so
-# their label is effnet_lite0's prediction on the clean image (astronaut: 465 bulletproof vest,
-# hubble_deep_field: 632 loudspeaker, brick: 807 solar dish) and their clean accuracy is 100 % by construction.
-SAMPLE_LABELS: dict[str, int] = {
-    "astronaut": 465,
-    "brick": 807,
-    "chelsea": 281,
-    "coffee": 967,
-    "hubble_deep_field": 632,
-    "rocket": 657,
-}
-PREDICTED_LABELS = ("astronaut", "brick", "hubble_deep_field")  # labels taken from the classifier
 
 # validate.py flags that choose another dataset or classifier; --demo refuses them when set.
 CONTRADICTING_FLAGS = ("root", "split", "bar", "mixed", "quick", "skip_missing", "config", "random_init",
@@ -63,8 +47,7 @@ CONTRADICTING_FLAGS = ("root", "split", "bar", "mixed", "quick", "skip_missing",
 
 def cache_dir() -> Path:
     """``$SYMPIE_CACHE/demo`` or ``~/.cache/sympie/demo``."""
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "sympie") / "demo"
+    return cache_root() / "demo"
 
 
 def check_demo_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -74,7 +57,7 @@ def check_demo_arguments(args: argparse.Namespace, parser: argparse.ArgumentPars
             flag = "--" + dest.replace("_", "-")
             raise UserInputError(f"--demo evaluates {DEMO_CLASSIFIER} on its own mini ImageNet-C of the sample "
                                  f"photos, so it cannot be combined with {flag}; drop one of the two.")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         raise UserInputError("--demo runs in a single process; start it with python, not torchrun.")
     if args.clas not in (None, DEMO_CLASSIFIER):
         raise UserInputError(f"--demo evaluates {DEMO_CLASSIFIER} (offline weights), not --clas {args.clas}; drop "
@@ -86,10 +69,7 @@ def sample_sources(samples_dir: Path = SAMPLES_DIR) -> list[SourceImage]:
     wnid_of = {index: wnid for wnid, index in imagenet_class_index().items()}
     sources = []
     for index, name in enumerate(sorted(SAMPLE_LABELS)):
-        path = samples_dir / f"{name}.png"
-        if not path.is_file():
-            raise UserInputError(f"sample photo {path} is missing; restore assets/samples/ from the repository.")
-        sources.append(SourceImage(index, wnid_of[SAMPLE_LABELS[name]], path))
+        sources.append(SourceImage(index, wnid_of[SAMPLE_LABELS[name]], sample_path(name, samples_dir)))
     return sources
 
 
@@ -141,23 +121,14 @@ def prepare_demo_set(folder: Path | None = None) -> Path:
     if is_complete(folder, fingerprint):
         log.info("demo set: reusing %s", folder)
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        log.info("demo set: rendering %d sample photos x %d categories x 5 severities into %s", len(sources),
-                 len(IMAGENET_C) + 2, folder)
+    if folder.exists():  # an outdated set
+        shutil.rmtree(folder)
+    log.info("demo set: rendering %d sample photos x %d categories x 5 severities into %s", len(sources),
+             len(IMAGENET_C) + 2, folder)
+    with atomic_folder(folder) as staging:
         files = render_demo_set(staging, sources)
         write_json(staging / MARKER, fingerprint, indent=1)
-        if folder.exists():  # an outdated set
-            shutil.rmtree(folder)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if not is_complete(folder, fingerprint):  # else a concurrent run has just put the same set in place
-                raise
-        log.info("demo set: %d files written", files)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    log.info("demo set: %d files written", files)
     return folder
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ from tqdm import tqdm
 from classification.atomic import atomic_path, write_json
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.imagenetc import CROP, SEVERITIES, SPLIT_FILE
+from classification.imagenet import imagenet_class_index
 from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, IMAGENET_C_GROUPS, corrupt
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,6 @@ class RenderPlan:
 
 
 # --------------------------------------------------------------------------- sources and split file
-
-@functools.lru_cache(maxsize=1)
-def imagenet_class_index() -> dict[str, int]:
-    """wnid -> class index (0..999) in sorted-wnid order."""
-    from timm.data import ImageNetInfo  # imported here: worker processes never need it
-
-    return {wnid: index for index, wnid in enumerate(sorted(ImageNetInfo().label_names()))}
-
 
 def list_sources(val: Path) -> list[SourceImage]:
     """Every image of the class folders of ``val``, sorted by (wnid, file name)."""

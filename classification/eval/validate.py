@@ -31,13 +31,14 @@ from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
-from classification.eval.demo import (CACHE_ENV, DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
+from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
                                      prepare_demo_set)
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
 from classification.distributed import distributed
 from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
+from classification.samples import CACHE_ENV
 
 log = logging.getLogger("validate")
 

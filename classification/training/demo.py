@@ -3,25 +3,23 @@
 The six photos of ``assets/samples/`` become a tiny folder in ImageNet's train layout: one folder per
 ImageNet class (all 1000 wnids, so that folder indices are ImageNet class indices), 30 variants of
 each photo (random crop and flip, 288x288 JPEGs) in the folder of its label
-(:data:`classification.eval.demo.SAMPLE_LABELS`). The recipe is the paper's with the offline
+(:data:`classification.samples.SAMPLE_LABELS`). The recipe is the paper's with the offline
 ``effnet_lite0`` classifier and a tiny schedule, so that the run finishes in about a minute and writes
 a TensorBoard log and ``final.pth``.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from classification.atomic import atomic_folder
 from classification.errors import UserInputError
-from classification.eval.demo import SAMPLE_LABELS, SAMPLES_DIR, cache_dir
-from classification.eval.render import imagenet_class_index
+from classification.imagenet import imagenet_class_index
+from classification.samples import SAMPLE_LABELS, cache_root, sample_path
 
 VARIANTS_PER_PHOTO = 30
 VARIANT_SIZE = 288
@@ -63,23 +61,13 @@ def parse_demo_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 def demo_image_folder() -> Path:
     """The demo folder in the cache (``$SYMPIE_CACHE`` or ``~/.cache/sympie``), made once.
 
-    Every process of a torchrun launch may get here first: each renders into a temporary folder and
-    renames it into place; a process that finds the folder already there drops its copy (the content
-    is the same, it is seeded).
+    Every process of a torchrun launch may get here first: each renders its own copy, and the first one
+    renamed into place is kept (the content is the same, it is seeded).
     """
-    target = cache_dir().parent / FOLDER_NAME
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.", dir=target.parent))
-    try:
-        write_demo_image_folder(tmp)
-        os.rename(tmp, target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    target = cache_root() / FOLDER_NAME
+    if not target.is_dir():
+        with atomic_folder(target) as staging:
+            write_demo_image_folder(staging)
     return target
 
 
@@ -90,10 +78,7 @@ def write_demo_image_folder(root: Path) -> None:
         (root / wnid).mkdir()
     rng = random.Random(DEMO_SEED)
     for name, label in sorted(SAMPLE_LABELS.items()):
-        path = SAMPLES_DIR / f"{name}.png"
-        if not path.is_file():
-            raise UserInputError(f"sample photo {path} is missing; restore assets/samples/ from the repository.")
-        with Image.open(path) as photo:
+        with Image.open(sample_path(name)) as photo:
             photo = photo.convert("RGB")
         for k in range(VARIANTS_PER_PHOTO):
             variant_of(photo, rng).save(root / wnids[label] / f"{name}_{k:02d}.jpg", quality=95)

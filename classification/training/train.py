@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
-                                        distributed, launched_world_size)
+                                        distributed, launched_rank, launched_world_size)
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import TRAIN_METRICS, DeviceCorruptions, prepare_batch, train_step, validate
 from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
@@ -334,7 +333,7 @@ def setup_logging() -> None:
     handler.setFormatter(LOG_FORMAT)
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+    root.setLevel(logging.INFO if launched_rank() == 0 else logging.WARNING)
 
 
 @contextlib.contextmanager
