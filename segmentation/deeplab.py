@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
-import zipfile
-from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.errors import UserInputError
+from classification.weights import match_state_dict, meta_state_dict, read_checkpoint
 
 BACKBONES = {"ResNet50": (3, 4, 6, 3)}
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -108,35 +107,19 @@ class DeeplabNW(nn.Module):
 # --------------------------------------------------------------------------- checkpoints
 
 @functools.lru_cache(maxsize=4)
-def expected_shapes(num_classes: int = 19) -> dict[str, torch.Size]:
-    """Key -> shape of a :class:`DeeplabNW` state_dict, in order (built on the meta device: no memory, no init)."""
-    with torch.device("meta"):
-        return {k: v.shape for k, v in DeeplabNW(num_classes).state_dict().items()}
+def expected_state(num_classes: int = 19) -> dict[str, torch.Tensor]:
+    """A :class:`DeeplabNW` state_dict on the meta device (keys, shapes and dtypes; no memory, no init)."""
+    return meta_state_dict(lambda: DeeplabNW(num_classes))
 
 
 def extract_deeplab_state_dict(obj: object, source: str = "checkpoint",
                                num_classes: int = 19) -> dict[str, torch.Tensor]:
-    """The DeepLab state_dict in ``obj``: ``{'state_dict': {...}, ...}`` (``module.`` prefixes allowed) or a
-    plain state_dict. Raises UserInputError naming ``source`` and the missing/unexpected keys otherwise."""
-    if not isinstance(obj, Mapping):
-        raise UserInputError(f"{source} holds a {type(obj).__name__}, not a state_dict; expected a DeepLab-V2 "
-                             f"ResNet-50 checkpoint such as cityscapesfinal.pth.")
-    if isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    state = {str(k).removeprefix("module."): v for k, v in obj.items()}
-    expected = expected_shapes(num_classes)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in expected if k in state
-                   and (not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k])]
-    if missing or unexpected or wrong_shape:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") if keys else "none"
-        raise UserInputError(
-            f"{source} is not a DeepLab-V2 ResNet-50 ({num_classes} classes) checkpoint: missing keys: "
-            f"{show(missing)}; unexpected keys: {show(unexpected)}; wrong shapes: {show(wrong_shape)}. "
-            f"Pass cityscapesfinal.pth (see classification/training/checkpoints/README.md).")
-    return state
+    """The DeepLab state_dict in ``obj`` (float32): ``{'state_dict': {...}, ...}`` (``module.`` prefixes
+    allowed) or a plain state_dict. Raises UserInputError naming ``source`` for wrong keys or shapes and
+    for NaN/infinite weights (:func:`classification.weights.match_state_dict`)."""
+    return match_state_dict(obj, expected_state(num_classes), source,
+                            f"a DeepLab-V2 ResNet-50 ({num_classes} classes) checkpoint",
+                            "Pass cityscapesfinal.pth (see classification/training/checkpoints/README.md).")
 
 
 def load_deeplab(path: str | os.PathLike, map_location: str | torch.device = "cpu", num_classes: int = 19,
@@ -146,20 +129,12 @@ def load_deeplab(path: str | os.PathLike, map_location: str | torch.device = "cp
     Only tensors and plain containers are unpickled unless ``trusted`` (full unpickling can run code:
     use it only for files from a source you trust).
     """
-    path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserInputError(f"segmentation checkpoint {path} does not exist; download cityscapesfinal.pth "
                              f"(see classification/training/checkpoints/README.md) or pass --ckpt.")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        if not trusted and zipfile.is_zipfile(path):
-            raise UserInputError(f"segmentation checkpoint {path} holds Python objects besides tensors; if you "
-                                 f"trust its source, pass --trust-checkpoint to unpickle it fully.") from None
-        raise UserInputError(f"segmentation checkpoint {path} could not be read by torch.load "
-                             f"({type(err).__name__}); is it a PyTorch checkpoint?") from None
-    state = extract_deeplab_state_dict(obj, f"checkpoint {path}", num_classes)
+    obj = read_checkpoint(path, "segmentation checkpoint", trusted, map_location)
+    state = extract_deeplab_state_dict(obj, f"segmentation checkpoint {path}", num_classes)
     with torch.device("meta"):  # skip the random initialisation: every tensor comes from the checkpoint
         model = DeeplabNW(num_classes)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
+    model.load_state_dict(state, assign=True)
     return model.eval()

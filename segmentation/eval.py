@@ -27,6 +27,7 @@ from classification.distributed import ShardSampler, distributed, rank_world, un
 from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, dataset_path
 from classification.training.model import SyMPIE
+from classification.weights import add_trust_argument
 from segmentation.cityscapes import CLASS_NAMES, LONG_SIDE, NUM_CLASSES, Cityscapes, collate_by_size
 from segmentation.deeplab import DeeplabNW, load_deeplab
 from segmentation.metrics import ConfusionMatrix, format_table
@@ -157,10 +158,10 @@ def evaluate_zurich(segmenter, sympie=None, config=None, root=None, batch_size=2
 
 # --------------------------------------------------------------------------- command line
 
-def load_sympie(value: str, device: torch.device) -> SyMPIE | None:
+def load_sympie(value: str, device: torch.device, trusted: bool = False) -> SyMPIE | None:
     """The SyMPIE module named by ``--colm`` (None for ``none``), in eval mode on ``device``."""
     path = resolve_colm(value)
-    return None if path is None else SyMPIE.from_checkpoint(path).to(device).eval()
+    return None if path is None else SyMPIE.from_checkpoint(path, trusted=trusted).to(device).eval()
 
 
 def _jsonable(metrics: dict) -> dict:
@@ -181,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colm", default="sympie",
                         help="SyMPIE checkpoint: 'none', a name in classification/training/checkpoints/ or a path")
     parser.add_argument("--ckpt", default=str(DEFAULT_SEGMENTER), help="DeepLab-V2 checkpoint")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow --ckpt to hold arbitrary Python objects (full unpickling: trusted files only)")
+    add_trust_argument(parser)
     parser.add_argument("--dataset", choices=(*BENCHMARKS, "all"), default="all")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
@@ -213,7 +213,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
     datasets = {name: Cityscapes(dataset_path(BENCHMARKS[name][0], args.config), long_side=args.long_side)
                 for name in names}
     segmenter = as_segmenter(load_deeplab(args.ckpt, trusted=args.trust_checkpoint)).to(device)
-    sympie = load_sympie(args.colm, device)
+    sympie = load_sympie(args.colm, device, args.trust_checkpoint)
     variants = [] if sympie is not None and args.no_baseline else [("baseline", None)]
     if sympie is not None:
         variants.append(("sympie", sympie))

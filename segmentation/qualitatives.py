@@ -24,6 +24,7 @@ from classification.distributed import select_device
 from classification.errors import UserInputError, report_user_errors
 from classification.normalization import denormalize
 from classification.paths import add_config_argument, dataset_path
+from classification.weights import add_trust_argument
 from segmentation.cityscapes import IGNORE_COLOR, LONG_SIDE, NUM_CLASSES, PALETTE, Cityscapes
 from segmentation.eval import BENCHMARKS, DEFAULT_SEGMENTER, as_segmenter, load_sympie, predict
 from segmentation.deeplab import load_deeplab
@@ -83,8 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colm", default="sympie",
                         help="SyMPIE checkpoint: 'none', a name in classification/training/checkpoints/ or a path")
     parser.add_argument("--ckpt", default=str(DEFAULT_SEGMENTER), help="DeepLab-V2 checkpoint")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow --ckpt to hold arbitrary Python objects (full unpickling: trusted files only)")
+    add_trust_argument(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num", type=int, default=10, help="number of images (from the start of val.txt)")
     parser.add_argument("--long-side", type=int, default=LONG_SIDE, help="images are resized to this long side")
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     device = select_device(args.device)
     dataset = Cityscapes(dataset_path(BENCHMARKS[args.dataset][0], args.config), long_side=args.long_side)
     segmenter = load_deeplab(args.ckpt, trusted=args.trust_checkpoint)
-    sympie = load_sympie(args.colm, device)
+    sympie = load_sympie(args.colm, device, args.trust_checkpoint)
     subset = Subset(dataset, range(min(args.num, len(dataset))))
     write_qualitatives(segmenter, subset, args.out, sympie, device, not args.no_flip)
     log.info("wrote %d image/gt/pred triplets to %s", len(subset), args.out)

@@ -78,7 +78,9 @@ def test_robust_checkpoints_load_from_the_checkpoint_folder(tmp_path):
 def test_local_files(tmp_path):
     module = torchvision.models.resnet18(weights=None)
     torch.save(module, tmp_path / "whole.pt")
-    check_frozen_imagenet_classifier(build_classifier(str(tmp_path / "whole.pt")))
+    with pytest.raises(UserInputError, match=r"whole\.pt holds Python objects.*--trust-checkpoint"):
+        build_classifier(str(tmp_path / "whole.pt"))  # unpickling a module can run code: never silently
+    check_frozen_imagenet_classifier(build_classifier(str(tmp_path / "whole.pt"), trusted=True))
     torch.save(module.state_dict(), tmp_path / "rn18_state.pth")  # state_dicts are read as ResNet-50s
     with pytest.raises(UserInputError, match=r"rn18_state\.pth is not a torchvision ResNet-50"):
         build_classifier(str(tmp_path / "rn18_state.pth"))
@@ -89,6 +91,19 @@ def test_local_files(tmp_path):
         build_classifier(str(tmp_path / "wrong.pth"))
     with pytest.raises(UserInputError, match="does not exist"):
         build_classifier(str(tmp_path / "absent.pth"))
+
+
+def test_non_finite_weights_and_wrong_logit_counts_are_refused(tmp_path):
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(UserInputError, match=r"nan\.pth holds NaN or infinite values \(first in tensor "
+                                             r"'layer2\.0\.conv1\.weight'\)"):
+        build_classifier(str(tmp_path / "nan.pth"))
+    ten_classes = torchvision.models.resnet18(weights=None, num_classes=10)
+    torch.save(ten_classes, tmp_path / "ten.pt")
+    with pytest.raises(UserInputError, match=r"ten\.pt' returns \(2, 10\).*not \(2, 1000\) logits"):
+        build_classifier(str(tmp_path / "ten.pt"), trusted=True)
 
 
 def test_unknown_names_are_refused_with_the_choices():

@@ -20,6 +20,7 @@ from classification.distributed import select_device
 from classification.eval.evaluate import build_eval_model
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
+from classification.weights import add_trust_argument
 
 log = logging.getLogger("eval_vizwiz")
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="loader processes (default: min(8, CPU count))")
     add_config_argument(parser)
+    add_trust_argument(parser)
     parser.add_argument("--root", default=None, help="VizWiz folder (overrides config_paths.yaml)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for pred_orig.json / pred_warp.json (default: vizwiz/ beside this script)")
@@ -52,10 +54,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     root = dataset_path("vizwiz", args.config, args.root)
     colm_path = resolve_colm(args.colm)
     dataset = VizWiz(root)
-    classifier = build_classifier(args.clas, pretrained=not args.random_init)
+    classifier = build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
     models = {"orig": build_eval_model(classifier, None)}
     if colm_path is not None:
-        models["warp"] = build_eval_model(classifier, colm_path)
+        models["warp"] = build_eval_model(classifier, colm_path, args.trust_checkpoint)
     predictions = predict_vizwiz(models, dataset, batch_size=args.batch_size, workers=args.workers,
                                  device=select_device(args.device), progress=not args.no_progress)
     written = {}

@@ -71,11 +71,13 @@ class CorrectedClassifier(nn.Module):
         return self.classifier(self.sympie(x))
 
 
-def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike | None) -> nn.Module:
-    """The frozen eval-mode model validate.py runs: the classifier, or SyMPIE + classifier."""
+def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike | None,
+                     trusted: bool = False) -> nn.Module:
+    """The frozen eval-mode model validate.py runs: the classifier, or SyMPIE + classifier (``trusted``:
+    ``--trust-checkpoint``, see :mod:`classification.weights`)."""
     if colm_checkpoint is None:
         return freeze(classifier)
-    return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint), classifier))
+    return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint, trusted=trusted), classifier))
 
 
 def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1000, workers: int = 4,

@@ -38,6 +38,7 @@ from classification.distributed import distributed
 from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
+from classification.weights import add_trust_argument
 from classification.samples import CACHE_ENV
 
 log = logging.getLogger("validate")
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bar", action="store_true", help="ImageNet-C-Bar instead of ImageNet-C")
     group.add_argument("--mixed", action="store_true", help="ImageNet-C-Mixed instead of ImageNet-C")
     add_config_argument(parser)
+    add_trust_argument(parser)
     parser.add_argument("--root", default=None, help="dataset folder (overrides config_paths.yaml)")
     parser.add_argument("--split", default=None, help="split file (default: <root>/images.txt)")
     parser.add_argument("--skip-missing", action="store_true",
@@ -111,7 +113,7 @@ def make_classifier(args: argparse.Namespace) -> torch.nn.Module:
     """The ``--clas`` classifier (``clip`` with the chosen prompt templates)."""
     if args.clas == "clip" and args.clip_templates != "single":
         return build_clip_classifier(pretrained=not args.random_init, templates=args.clip_templates)
-    return build_classifier(args.clas, pretrained=not args.random_init)
+    return build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
 
 
 def sha256(path: Path) -> str:
@@ -207,7 +209,7 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
                         len(dataset.missing), dataset.split_file, dataset.missing[0].path, dataset.missing[0].line_no)
         if len(dataset) == 0:
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
-        model = build_eval_model(make_classifier(args), colm_path)
+        model = build_eval_model(make_classifier(args), colm_path, args.trust_checkpoint)
         if rank == 0:
             log.info("%s: %d files to classify (%d of the %d split images, %d categories), classifier %s, "
                      "SyMPIE %s, %d process(es) on %s", key, len(dataset), dataset.describe()["images_used"],

@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from classification.errors import UserInputError
 from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
+from classification.weights import match_state_dict, meta_state_dict, read_checkpoint
 
 NUM_PARAMS = 37
 ESTIMATION_SIZE = 224   # the NEM always sees a 224x224 view ...
@@ -137,10 +137,11 @@ class SyMPIE(nn.Module):
         self.clamp = Clamp()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "SyMPIE":
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                        trusted: bool = False) -> "SyMPIE":
         """Load a NEM checkpoint (any form :func:`load_nem_checkpoint` accepts), in eval mode."""
         nem = ColModule()
-        nem.load_state_dict(load_nem_checkpoint(path, map_location))
+        nem.load_state_dict(load_nem_checkpoint(path, map_location, trusted))
         return cls(nem).eval()
 
     def estimate(self, images: torch.Tensor) -> torch.Tensor:
@@ -205,42 +206,18 @@ CHECKPOINT_MODEL_KEYS = ("student", "model", "state_dict")
 
 
 def extract_nem_state_dict(obj: Mapping, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The NEM state_dict inside ``obj``: a plain NEM state_dict, a ``module.``-prefixed one (DataParallel/DDP),
-    or a training checkpoint (``{'student': CorrectColMulti state_dict, ...}``).
+    """The NEM state_dict inside ``obj`` (float32): a plain NEM state_dict, a ``module.``-prefixed one
+    (DataParallel/DDP), or a training checkpoint (``{'student': CorrectColMulti state_dict, ...}``).
 
-    Raises UserInputError naming ``source`` and the missing/unexpected keys otherwise.
+    Raises UserInputError naming ``source`` for wrong keys or shapes and for NaN/infinite weights
+    (:func:`classification.weights.match_state_dict`).
     """
-    if not isinstance(obj, Mapping):
-        raise UserInputError(f"{source} holds a {type(obj).__name__}, not a state_dict; expected a SyMPIE (NEM) checkpoint.")
-    for key in CHECKPOINT_MODEL_KEYS:
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
-    if any(k.startswith(NEM_PREFIX) for k in state):
-        state = {k[len(NEM_PREFIX):]: v for k, v in state.items() if k.startswith(NEM_PREFIX)}
-    expected = ColModule().state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in expected if k in state
-                   and (not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "") if keys else "none"
-        raise UserInputError(
-            f"{source} is not a SyMPIE (NEM) checkpoint: missing keys: {show(missing)}; unexpected keys: "
-            f"{show(unexpected)}; wrong shapes: {show(wrong_shape)}. Pass sympie.pth or a file written by train.py.")
-    return state
+    return match_state_dict(obj, meta_state_dict(ColModule), source, "a SyMPIE (NEM) checkpoint",
+                            "Pass sympie.pth or a file written by train.py.", CHECKPOINT_MODEL_KEYS, NEM_PREFIX)
 
 
-def load_nem_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read ``path`` and return the NEM state_dict in it (see :func:`extract_nem_state_dict`)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserInputError(f"checkpoint {path} does not exist; see classification/training/checkpoints/README.md.")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserInputError(f"checkpoint {path} could not be read by torch.load ({type(err).__name__}); "
-                             f"is it a PyTorch checkpoint?") from None
-    return extract_nem_state_dict(obj, source=f"checkpoint {path}")
+def load_nem_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                        trusted: bool = False) -> dict[str, torch.Tensor]:
+    """Read ``path`` (tensors only unless ``trusted``) and return the NEM state_dict in it."""
+    obj = read_checkpoint(path, "SyMPIE checkpoint", trusted, map_location)
+    return extract_nem_state_dict(obj, source=f"SyMPIE checkpoint {path}")

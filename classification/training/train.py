@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from classification.checkpoints import DEFAULT_SEGMENTER
 from classification.errors import UserInputError, report_user_errors
+from classification.atomic import check_output_dir
 from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
@@ -35,6 +36,7 @@ from classification.training.engine import TRAIN_METRICS, DeviceCorruptions, pre
 from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
 from classification.training.model import CorrectColMulti
 from classification.training.visualize import image_grid, parameter_images
+from classification.weights import add_trust_argument
 from segmentation.validation import Validator, build_validators
 
 log = logging.getLogger("sympie.train")
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--random-classifiers", action="store_true",
                        help="random classifier weights (smoke tests and benchmarks only)")
     model.add_argument("--classifier-dir", help="folder of the robust classifiers' checkpoints")
+    add_trust_argument(model)
 
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument("--epochs", type=int, default=100)
@@ -112,8 +115,8 @@ def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
     """The frozen upstream classifiers, built once for the whole run (unknown names fail here)."""
     from classification.classifiers import build_classifier
 
-    return [build_classifier(name, pretrained=not args.random_classifiers, checkpoint_dir=args.classifier_dir)
-            for name in args.classifiers]
+    return [build_classifier(name, pretrained=not args.random_classifiers, checkpoint_dir=args.classifier_dir,
+                             trusted=args.trust_checkpoint) for name in args.classifiers]
 
 
 class Trainer:
@@ -370,8 +373,12 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     image_folder = scan_image_folder(root)
     check_split_sizes(image_folder, args, world_size, root)
     logdir = Path(args.logdir)
+    check_output_dir(logdir, "--logdir")
     resume = ckpt.check_logdir(logdir, args, world_size)
     if args.resume and not resume:
+        if not (logdir / ckpt.RUN_CONFIG).exists():  # not even the start of a run: most likely a mistyped folder
+            raise UserInputError(f"--resume: log dir {logdir} holds no run to continue (no {ckpt.CHECKPOINT}); check "
+                                 f"--logdir, or drop --resume to start a new run there.")
         log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / ckpt.CHECKPOINT)
     if classifiers is None:
         classifiers = build(args)
@@ -379,7 +386,7 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
         if ctx.is_main:
             ckpt.write_run_config(logdir, args, world_size)
         validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
-                                      args.val_workers, ctx.device)
+                                      args.val_workers, ctx.device, trusted=args.trust_checkpoint)
         Trainer(args, ctx, classifiers, image_folder, root, resume=resume, validators=validators).fit()
     return logdir
 
