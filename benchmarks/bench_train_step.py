@@ -59,7 +59,7 @@ def time_steps(name: str, batch_size: int, steps: int, device_name: str, threads
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        train_step(student, teacher, x, y, z, 0, optimizer, scheduler).metrics["loss"].item()
+        train_step(student, teacher, x, y, z, clasid=0, optimizer=optimizer, scheduler=scheduler).metrics["loss"].item()
         if step:  # the first step is a warm-up
             seconds.append(time.perf_counter() - start)
     return {"seconds": seconds, "peak_mib": peak_memory_mib(device), "before_mib": baseline}

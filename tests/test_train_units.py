@@ -89,7 +89,8 @@ def test_train_step_updates_student_and_teacher_but_not_the_classifier():
         nem_before = {k: v.clone() for k, v in student.nem.state_dict().items()}
         teacher_before = {k: v.clone() for k, v in teacher.nem.state_dict().items()}
         x, y, z = prepare_batch((crops, labels), torch.device("cpu"), corruptions, 0, 0, step)
-        out = train_step(student, teacher, x, y, z, step % 2, optimizer, scheduler, keep_visuals=True)
+        out = train_step(student, teacher, x, y, z, clasid=step % 2, optimizer=optimizer, scheduler=scheduler,
+                         keep_visuals=True)
         assert set(out.metrics) == {"loss", "ce_round1", "ce_round2", "acc_original", "acc_warped", "acc_unwarped"}
         assert torch.isclose(out.metrics["loss"], out.metrics["ce_round1"] + out.metrics["ce_round2"])
         nem_after = student.nem.state_dict()
@@ -155,7 +156,8 @@ def test_loss_falls_on_a_fixed_batch_with_effnet_lite0():
     x, z = normalize(corrupted), normalize(clean)
     with torch.no_grad():
         y = classifier(z).argmax(1)  # the classifier's own clean predictions are the labels
-    losses = [train_step(student, teacher, x, y, z, 0, optimizer, scheduler).metrics for _ in range(steps)]
+    losses = [train_step(student, teacher, x, y, z, clasid=0, optimizer=optimizer, scheduler=scheduler).metrics
+              for _ in range(steps)]
     ce1 = [m["ce_round1"].item() for m in losses]
     ce2 = [m["ce_round2"].item() for m in losses]
     assert ce1[-1] < 0.5 * ce1[0], ce1

@@ -128,7 +128,7 @@ def test_train_step_equals_the_recipe_in_float64():
         x = torch.randn(2, 3, 224, 224, generator=generator, dtype=torch.float64)
         z = torch.randn(2, 3, 224, 224, generator=generator, dtype=torch.float64)
         y = torch.randint(0, 10, (2,), generator=generator)
-        out = train_step(student, teacher, x, y, z, 0, opt, sched)
+        out = train_step(student, teacher, x, y, z, clasid=0, optimizer=opt, scheduler=sched)
         loss = recipe_step(ref_student, ref_teacher, x, y, ref_opt, ref_sched)
         torch.testing.assert_close(out.metrics["loss"], loss, rtol=1e-12, atol=1e-12)
     # Conv biases in front of BatchNorm get gradients of rounding noise only, which Adam scales up to

@@ -30,7 +30,7 @@ CHECKPOINT_FORMAT = "sympie-training-checkpoint-1"
 FROZEN_PREFIX = "classifiers."
 
 # Flags that define the run: resuming with any of them changed would not continue the same run.
-RECIPE_KEYS = ("classifiers", "random_classifiers", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
+RECIPE_KEYS = ("classifiers", "random_init", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
                "round2_weight", "grad_clamp", "max_corruptions", "no_color", "gpu_corruptions", "resize_size",
                "crop_size", "seed", "amp")
 

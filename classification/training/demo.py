@@ -41,7 +41,7 @@ DEMO_SETTINGS = {
     "logdir": "logs/sympie_demo",
 }
 # flags that choose other data or models: --demo refuses them
-CONTRADICTING_FLAGS = ("imagenet", "config", "classifiers", "random_classifiers", "classifier_dir",
+CONTRADICTING_FLAGS = ("imagenet", "config", "classifiers", "random_init", "classifier_dir",
                        "cityscapes", "acdc")
 
 

@@ -1,0 +1,46 @@
+"""The flags several scripts share, built in one place so that they are spelled and explained the same way
+everywhere. The first spelling of each is the one the READMEs use; the others are kept as aliases.
+
+* ``--clas`` (alias ``--classifiers``) and ``--random-init`` (alias ``--random-classifiers``): the frozen
+  classifier(s) (validate.py, eval_vizwiz.py, train.py);
+* ``--colm``: the SyMPIE checkpoint (validate.py, eval_vizwiz.py, segmentation/eval.py, qualitatives.py);
+* ``--seg-checkpoint`` (alias ``--ckpt``): the DeepLab-V2 checkpoint (segmentation/eval.py,
+  qualitatives.py, train.py's segmentation validation).
+"""
+from __future__ import annotations
+
+import argparse
+
+from classification.checkpoints import CHECKPOINT_DIR, DEFAULT_SEGMENTER
+
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+CLASSIFIER_CHOICES = "a name of classification/classifiers.py, 'timm:<model>' or a model file"
+
+
+def add_classifier_args(parser: Parser, default: str | None = "rn50_2", several: bool = False,
+                        default_text: str | None = None) -> None:
+    """``--clas`` and ``--random-init``. With ``several`` the flag takes one or more names (``args.classifiers``,
+    a list), else one (``args.clas``); ``default_text`` replaces the default in the help."""
+    shown = default_text or default
+    if several:
+        parser.add_argument("--clas", "--classifiers", dest="classifiers", nargs="+", default=[default],
+                            help=f"frozen classifiers ({CLASSIFIER_CHOICES}); step `it` uses classifier `it %% n` "
+                                 f"(default: {shown})")
+    else:
+        parser.add_argument("--clas", "--classifiers", dest="clas", default=default,
+                            help=f"classifier: {CLASSIFIER_CHOICES} (default: {shown})")
+    parser.add_argument("--random-init", "--random-classifiers", dest="random_init", action="store_true",
+                        help="random classifier weights (smoke tests and benchmarks; no download)")
+
+
+def add_colm_argument(parser: Parser, default: str = "none", note: str = "") -> None:
+    """``--colm``: 'none', a checkpoint name in ``CHECKPOINT_DIR`` or a path (see ``resolve_colm``)."""
+    parser.add_argument("--colm", default=default,
+                        help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} (without .pth) or a path"
+                             f"{note} (default: {default})")
+
+
+def add_segmenter_args(parser: Parser, note: str = "") -> None:
+    """``--seg-checkpoint``: the DeepLab-V2 checkpoint."""
+    parser.add_argument("--seg-checkpoint", "--ckpt", dest="seg_checkpoint", default=str(DEFAULT_SEGMENTER),
+                        help=f"DeepLab-V2 checkpoint{note} (default: {DEFAULT_SEGMENTER.name} in {CHECKPOINT_DIR})")
