@@ -131,7 +131,7 @@ def load_deeplab(path: str | os.PathLike, map_location: str | torch.device = "cp
     """
     if not os.path.isfile(path):
         raise UserInputError(f"segmentation checkpoint {path} does not exist; download cityscapesfinal.pth "
-                             f"(see classification/training/checkpoints/README.md) or pass --ckpt.")
+                             f"(see classification/training/checkpoints/README.md) or pass --seg-checkpoint.")
     obj = read_checkpoint(path, "segmentation checkpoint", trusted, map_location)
     state = extract_deeplab_state_dict(obj, f"segmentation checkpoint {path}", num_classes)
     with torch.device("meta"):  # skip the random initialisation: every tensor comes from the checkpoint

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from classification.atomic import write_json
-from classification.checkpoints import DEFAULT_SEGMENTER, resolve_colm
+from classification.checkpoints import resolve_colm
+from classification.cli import add_colm_argument, add_segmenter_args
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, dataset_path
@@ -179,21 +180,26 @@ def _jsonable(metrics: dict) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--colm", default="sympie",
-                        help="SyMPIE checkpoint: 'none', a name in classification/training/checkpoints/ or a path")
-    parser.add_argument("--ckpt", default=str(DEFAULT_SEGMENTER), help="DeepLab-V2 checkpoint")
     add_trust_argument(parser)
     parser.add_argument("--dataset", choices=(*BENCHMARKS, "all"), default="all")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="with --colm, skip the evaluation without SyMPIE")
+    parser.add_argument("--out", "--output", dest="out", default=None, help="also write the results to this JSON file")
+    add_model_args(parser)
+    return parser
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of every segmentation script: SyMPIE and DeepLab checkpoints, input size, device, flip TTA,
+    dataset config."""
+    add_colm_argument(parser, "sympie")
+    add_segmenter_args(parser)
     parser.add_argument("--long-side", type=int, default=LONG_SIDE, help="images are resized to this long side")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-flip", action="store_true", help="disable the flip test-time augmentation")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="with --colm, skip the evaluation without SyMPIE")
-    parser.add_argument("--output", default=None, help="also write the results to this JSON file")
     add_config_argument(parser)
-    return parser
 
 
 @report_user_errors
@@ -212,7 +218,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
     names = list(BENCHMARKS) if args.dataset == "all" else [args.dataset]
     datasets = {name: Cityscapes(dataset_path(BENCHMARKS[name][0], args.config), long_side=args.long_side)
                 for name in names}
-    segmenter = as_segmenter(load_deeplab(args.ckpt, trusted=args.trust_checkpoint)).to(device)
+    segmenter = as_segmenter(load_deeplab(args.seg_checkpoint, trusted=args.trust_checkpoint)).to(device)
     sympie = load_sympie(args.colm, device, args.trust_checkpoint)
     variants = [] if sympie is not None and args.no_baseline else [("baseline", None)]
     if sympie is not None:
@@ -231,11 +237,11 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         print("mIoU %: " + "; ".join(
             f"{BENCHMARKS[n][1]} " + ", ".join(f"{v} {scores[n][v]['miou']:.2f}" for v, _ in variants)
             for n in names), flush=True)
-    results = {"ckpt": str(args.ckpt), "colm": args.colm, "flip": not args.no_flip, "scores": scores}
-    if is_main and args.output:
-        write_json(args.output, {**results, "scores": {n: {v: _jsonable(m) for v, m in per.items()}
+    results = {"seg_checkpoint": str(args.seg_checkpoint), "colm": args.colm, "flip": not args.no_flip, "scores": scores}
+    if is_main and args.out:
+        write_json(args.out, {**results, "scores": {n: {v: _jsonable(m) for v, m in per.items()}
                                                       for n, per in scores.items()}}, indent=2)
-        log.info("results written to %s", args.output)
+        log.info("results written to %s", args.out)
     return results
 
 

@@ -23,10 +23,10 @@ from classification.atomic import atomic_path
 from classification.distributed import select_device
 from classification.errors import UserInputError, report_user_errors
 from classification.normalization import denormalize
-from classification.paths import add_config_argument, dataset_path
+from classification.paths import dataset_path
 from classification.weights import add_trust_argument
-from segmentation.cityscapes import IGNORE_COLOR, LONG_SIDE, NUM_CLASSES, PALETTE, Cityscapes
-from segmentation.eval import BENCHMARKS, DEFAULT_SEGMENTER, as_segmenter, load_sympie, predict
+from segmentation.cityscapes import IGNORE_COLOR, NUM_CLASSES, PALETTE, Cityscapes
+from segmentation.eval import BENCHMARKS, add_model_args, as_segmenter, load_sympie, predict
 from segmentation.deeplab import load_deeplab
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", choices=tuple(BENCHMARKS), default="acdc")
-    parser.add_argument("--colm", default="sympie",
-                        help="SyMPIE checkpoint: 'none', a name in classification/training/checkpoints/ or a path")
-    parser.add_argument("--ckpt", default=str(DEFAULT_SEGMENTER), help="DeepLab-V2 checkpoint")
     add_trust_argument(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num", type=int, default=10, help="number of images (from the start of val.txt)")
-    parser.add_argument("--long-side", type=int, default=LONG_SIDE, help="images are resized to this long side")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--no-flip", action="store_true", help="disable the flip test-time augmentation")
-    add_config_argument(parser)
+    add_model_args(parser)
     return parser
 
 
@@ -102,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserInputError(f"--num and --long-side must be positive, got {args.num} and {args.long_side}.")
     device = select_device(args.device)
     dataset = Cityscapes(dataset_path(BENCHMARKS[args.dataset][0], args.config), long_side=args.long_side)
-    segmenter = load_deeplab(args.ckpt, trusted=args.trust_checkpoint)
+    segmenter = load_deeplab(args.seg_checkpoint, trusted=args.trust_checkpoint)
     sympie = load_sympie(args.colm, device, args.trust_checkpoint)
     subset = Subset(dataset, range(min(args.num, len(dataset))))
     write_qualitatives(segmenter, subset, args.out, sympie, device, not args.no_flip)

@@ -15,7 +15,8 @@ from pathlib import Path
 from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.errors import report_user_errors
-from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.checkpoints import resolve_colm
+from classification.cli import add_classifier_args, add_colm_argument
 from classification.distributed import select_device
 from classification.eval.evaluate import build_eval_model
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
@@ -30,9 +31,8 @@ OUTPUT_FILES = {"orig": "pred_orig.json", "warp": "pred_warp.json"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clas", default="rn50_2", help="classifier name, 'timm:<model>' or a model file (default: rn50_2)")
-    parser.add_argument("--colm", default="sympie", help=f"SyMPIE checkpoint: a name in {CHECKPOINT_DIR}, a path, "
-                                                         f"or 'none' (then only pred_orig.json is written; default: sympie)")
+    add_classifier_args(parser)
+    add_colm_argument(parser, "sympie", note=" ('none': only pred_orig.json is written)")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=256,
                         help="images per batch (default: 256)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
@@ -42,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=None, help="VizWiz folder (overrides config_paths.yaml)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for pred_orig.json / pred_warp.json (default: vizwiz/ beside this script)")
-    parser.add_argument("--random-init", action="store_true", help="random classifier weights (smoke tests)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

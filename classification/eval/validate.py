@@ -34,6 +34,7 @@ from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
                                      prepare_demo_set)
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.cli import add_classifier_args, add_colm_argument
 from classification.distributed import distributed
 from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
@@ -51,11 +52,8 @@ MAX_LISTED_MISSING = 20
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clas", default=None, help=f"classifier name (classification/classifiers.py), 'timm:<model>' "
-                                                     f"or a model file (default: {DEFAULT_CLASSIFIER}; "
-                                                     f"{DEMO_CLASSIFIER} with --demo)")
-    parser.add_argument("--colm", default="none", help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} "
-                                                       f"(without .pth) or a path (default: none)")
+    add_classifier_args(parser, default=None, default_text=f"{DEFAULT_CLASSIFIER}; {DEMO_CLASSIFIER} with --demo")
+    add_colm_argument(parser)
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1000,
                         help="images per batch and process (default: 1000)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
@@ -81,8 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
                         help="prompts of --clas clip: 'A photo of a {name}.' (single, the protocol, default) or the "
                              "80-template ensemble")
-    parser.add_argument("--random-init", action="store_true",
-                        help="random classifier weights (smoke tests and benchmarks; no download)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--demo", action="store_true",
                         help=f"evaluate {DEMO_CLASSIFIER} on a mini ImageNet-C rendered from the sample photos (cached "

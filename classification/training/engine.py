@@ -70,7 +70,7 @@ class StepOutput:
 
 
 def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
-               clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               *, clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False,
                keep_visuals: bool = False, sync_buffers: Callable[[], None] | None = None) -> StepOutput:
     """Two rounds (``ce1`` on the corrupted input, ``round2_weight * ce2`` on the teacher-corrected input),

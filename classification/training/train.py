@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from classification.checkpoints import DEFAULT_SEGMENTER
+from classification.cli import add_classifier_args, add_segmenter_args
 from classification.errors import UserInputError, report_user_errors
 from classification.atomic import check_output_dir
 from classification.paths import add_config_argument, dataset_path
@@ -52,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--imagenet", help="ImageNet train folder (default: key 'imagenet' of the config)")
     data.add_argument("--cityscapes", help="Cityscapes folder for segmentation validation (default: config)")
     data.add_argument("--acdc", help="ACDC folder for segmentation validation (default: config)")
-    data.add_argument("--seg-checkpoint", default=str(DEFAULT_SEGMENTER),
-                      help="DeepLab checkpoint for segmentation validation (skipped when missing)")
+    add_segmenter_args(data, note=" for segmentation validation (skipped when missing)")
     data.add_argument("--max-corruptions", type=int, default=1, help="each image gets 1 + randrange(N) corruptions")
     data.add_argument("--no-color", action="store_true", help="train without SyMPIE's 4 colour corruptions")
     data.add_argument("--gpu-corruptions", action="store_true",
@@ -65,10 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--val-iters", type=int, default=0, help="validation batches per process (0: the whole split)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--classifiers", nargs="+", default=["rn50_2"],
-                       help="frozen upstream classifiers; step `it` uses classifier `it %% n`")
-    model.add_argument("--random-classifiers", action="store_true",
-                       help="random classifier weights (smoke tests and benchmarks only)")
+    add_classifier_args(model, several=True)
     model.add_argument("--classifier-dir", help="folder of the robust classifiers' checkpoints")
     add_trust_argument(model)
 
@@ -115,7 +111,7 @@ def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
     """The frozen upstream classifiers, built once for the whole run (unknown names fail here)."""
     from classification.classifiers import build_classifier
 
-    return [build_classifier(name, pretrained=not args.random_classifiers, checkpoint_dir=args.classifier_dir,
+    return [build_classifier(name, pretrained=not args.random_init, checkpoint_dir=args.classifier_dir,
                              trusted=args.trust_checkpoint) for name in args.classifiers]
 
 
@@ -205,8 +201,9 @@ class Trainer:
             step = epoch * args.iters_per_epoch + i
             x, y, z = prepare_batch(batch, ctx.device, self.corruptions, TRAIN_PHASE, ctx.rank, step)
             show = bool(args.image_every) and step % args.image_every == 0 and ctx.is_main
-            out = train_step(self.model, self.teacher, x, y, z, step % len(self.student.classifiers),
-                             self.optimizer, self.scheduler, args.ema_rate, args.round2_weight, args.amp,
+            out = train_step(self.model, self.teacher, x, y, z, clasid=step % len(self.student.classifiers),
+                             optimizer=self.optimizer, scheduler=self.scheduler, ema_rate=args.ema_rate,
+                             round2_weight=args.round2_weight, amp=args.amp,
                              keep_visuals=show, sync_buffers=self._average_batchnorm_statistics)
             metrics = all_reduce_mean(torch.stack([out.metrics[k] for k in TRAIN_METRICS]), ctx).tolist()
             if ctx.is_main:
