@@ -1,1 +1,1 @@
-"""Semantic segmentation with SyMPIE: DeepLab-V2 on Cityscapes, ACDC and Dark Zurich (SPEC §9)."""
+"""Semantic segmentation with SyMPIE: DeepLab-V2 on Cityscapes, ACDC and Dark Zurich (segmentation/README.md)."""

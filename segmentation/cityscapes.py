@@ -4,7 +4,7 @@ A dataset root holds a split file ``<split>.txt`` whose lines are ``<image path>
 relative to the root. Labels are Cityscapes labelIds; they are mapped to the 19 train ids (everything
 else becomes :data:`IGNORE_INDEX`). Images are resized so that their long side is 1024 pixels by area
 averaging, labels by nearest neighbour (pixel-centre aligned). Images come out ImageNet-normalised.
-See SPEC §9.
+See segmentation/README.md.
 """
 from __future__ import annotations
 

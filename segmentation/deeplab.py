@@ -3,7 +3,7 @@
 The network takes Caffe-style input (BGR, 0..255, mean-subtracted; see :mod:`segmentation.renorm`) and
 returns ``(logits, features)``: the class scores upsampled to the input size and the backbone's output
 (stride 8). As in the authors' model, only the first two atrous branches (dilation 6 and 12) of the
-four-branch classifier contribute to the logits; the other two are loaded but unused. See SPEC §9.
+four-branch classifier contribute to the logits; the other two are loaded but unused. See segmentation/README.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Semantic segmentation evaluation on Cityscapes, ACDC and Dark Zurich, with and without SyMPIE (SPEC §9).
+"""Semantic segmentation evaluation on Cityscapes, ACDC and Dark Zurich, with and without SyMPIE (README.md in this folder).
 
 Library use (e.g. training's per-epoch validation)::
 

@@ -1,4 +1,4 @@
-"""Zero-shot CLIP RN50 as an ImageNet classifier (SPEC §7).
+"""Zero-shot CLIP RN50 as an ImageNet classifier (``--clas clip``).
 
 The image goes through CLIP's visual tower after re-normalising from ImageNet to CLIP statistics; the
 logits are the cosine similarities between the image embedding and 1000 class embeddings. The class

@@ -1,4 +1,4 @@
-"""Predictions on VizWiz-Classification with and without SyMPIE (SPEC §6.4).
+"""Predictions on VizWiz-Classification with and without SyMPIE (layout: data/README.md).
 
     python eval_vizwiz.py --clas rn50_2 --colm sympie    # -> vizwiz/pred_orig.json, vizwiz/pred_warp.json
 

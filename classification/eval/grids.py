@@ -1,4 +1,6 @@
-"""Accuracy grids written by validate.py: loading, averages, mCE, terminal tables and heat maps (SPEC §6.3).
+"""Accuracy grids written by validate.py: loading, averages, mCE, terminal tables and heat maps.
+
+See classification/eval/README.md for the outputs.
 
 A grid is a list of rows (categories, the dataset's order) of 5 accuracies in percent (severities 1..5).
 Tables are shown transposed: one row per severity plus ``avg``, one column per category plus ``avg``, the

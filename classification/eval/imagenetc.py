@@ -1,4 +1,4 @@
-"""ImageNet-C, ImageNet-C-Bar and ImageNet-C-Mixed as accuracy grids (SPEC §6.1).
+"""ImageNet-C, ImageNet-C-Bar and ImageNet-C-Mixed as accuracy grids (layouts: data/README.md).
 
 Every dataset is a flat list of :class:`GridItem` (image file, label, grid row, columns). A grid has one
 row per category and five columns (severities 1..5). An item counts in the columns of its bit mask

@@ -1,4 +1,4 @@
-"""Evaluation preprocessing (SPEC §6.1): decode RGB, short side 232 with OpenCV INTER_AREA semantics,
+"""Evaluation preprocessing (classification/eval/README.md): decode RGB, short side 232 with OpenCV INTER_AREA semantics,
 centre crop 224, ImageNet normalisation.
 
 The resize is re-implemented in NumPy so that no OpenCV is needed. Both axes are separable:

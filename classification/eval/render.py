@@ -1,4 +1,4 @@
-"""Benchmark builder (SPEC §8): ImageNet-C-style evaluation sets rendered from ImageNet val class folders.
+"""Benchmark builder (data/README.md): ImageNet-C-style evaluation sets rendered from ImageNet val class folders.
 
 Every source image is resized (short side 256, bilinear) and centre-cropped to 224x224 as ImageNet-C
 was, then written, as JPEG quality 85, in the layouts ``classification/eval/imagenetc.py`` reads:

@@ -1,4 +1,4 @@
-"""Accuracy grids on ImageNet-C, ImageNet-C-Bar or ImageNet-C-Mixed, with or without SyMPIE (SPEC §6.2).
+"""Accuracy grids on ImageNet-C, ImageNet-C-Bar or ImageNet-C-Mixed, with or without SyMPIE (README.md in this folder).
 
     python validate.py                         # rn50_2 alone -> json/none_rn50_2.json
     python validate.py --colm sympie           # SyMPIE + rn50_2 -> json/sympie_rn50_2.json

@@ -1,4 +1,4 @@
-"""VizWiz-Classification (SPEC §6.4): images taken by blind people, scored on a subset of ImageNet classes.
+"""VizWiz-Classification (data/README.md): images taken by blind people, scored on a subset of ImageNet classes.
 
 ``<root>/annotations.json`` holds ``categories`` (a list of ``{"id": <ImageNet class index>, ...}``) and
 ``images`` (file names such as ``VizWiz_val_00003893.jpg``, stored under ``<root>/<middle token>/``, here

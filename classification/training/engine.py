@@ -1,4 +1,4 @@
-"""One training step and one validation pass of SyMPIE (SPEC §5.2).
+"""One training step and one validation pass of SyMPIE (the recipe: classification/training/README.md).
 
 The student is a :class:`CorrectColMulti` (possibly wrapped in DistributedDataParallel), the teacher
 an independently initialised copy in eval mode, kept as an exponential moving average of the student.

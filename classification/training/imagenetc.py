@@ -1,4 +1,6 @@
-"""The training data of SyMPIE: ImageNet crops with random synthetic corruptions (SPEC §5.1).
+"""The training data of SyMPIE: ImageNet crops with random synthetic corruptions.
+
+See classification/training/README.md ("Data").
 
 :class:`DistortImageFolder` reads an ImageNet ``train`` folder (one sub-folder per class), holds out
 every 50th image for validation, and returns ``(corrupted, label, clean)`` ImageNet-normalised
@@ -102,7 +104,7 @@ def distort_batch(images: torch.Tensor, rng: random.Random, methods: Sequence[st
 
 
 class DistortImageFolder(Dataset):
-    """ImageNet train folder -> ``(corrupted, label, clean)`` normalised crops (SPEC §5.1).
+    """ImageNet train folder -> ``(corrupted, label, clean)`` normalised crops.
 
     Args:
         root: folder with one sub-folder per class.

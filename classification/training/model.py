@@ -2,7 +2,7 @@
 
 Everything here takes ImageNet-normalised images (B,3,H,W). The NEM predicts 37 numbers per image,
 ``[M (3x3 colour matrix, row-major) | s (colour shift, 3) | K (5x5 kernel, row-major)]``, and the DWM
-applies them: ``out = conv(einsum(im + s, M), K)``. See SPEC §2.
+applies them: ``out = conv(einsum(im + s, M), K)``. See classification/training/README.md.
 
 ``ColModule``'s parameter names are fixed by the released checkpoint ``sympie.pth`` and must not change.
 """

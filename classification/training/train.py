@@ -1,4 +1,4 @@
-"""Train SyMPIE on ImageNet with synthetic corruptions, the authors' recipe (SPEC §5.2).
+"""Train SyMPIE on ImageNet with synthetic corruptions, the authors' recipe (README.md in this folder).
 
     torchrun --nproc-per-node=8 classification/training/train.py --imagenet /data/imagenet/train
     python classification/training/train.py --device cpu --epochs 1 --iters-per-epoch 10 --batch-size 4

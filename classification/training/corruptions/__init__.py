@@ -1,4 +1,4 @@
-"""The corruption engine (SPEC §4): ImageNet-C corruptions and SyMPIE's colour warps, batched in torch.
+"""The corruption engine (classification/training/README.md): ImageNet-C corruptions and SyMPIE's colour warps, batched in torch.
 
 Importing the package registers every implementation in :data:`CORRUPTIONS`.
 """

@@ -1,6 +1,6 @@
 """SyMPIE's colour corruptions (darken, sunset, night, white) and the unused invert and grayscale.
 
-The formulas of SPEC §4.3 are written on 0..255 values; here they are applied to [0, 1] values,
+The formulas are usually written on 0..255 values; here they are applied to [0, 1] values,
 which only rescales the constant colours.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ImageNet-C's weather corruptions: fog, frost, snow (SPEC §4.1) and spatter (SPEC §4.2).
+"""ImageNet-C's weather corruptions: fog, frost, snow and (one of the four extra ones) spatter.
 
 Every implementation follows the signature of :mod:`.registry` and works on a whole batch at once;
 the only Python loops run over filter taps, fractal levels or the images of a batch, never over pixels.
