@@ -1,4 +1,4 @@
-"""Semantic segmentation evaluation on Cityscapes, ACDC and Dark Zurich, with and without SyMPIE (README.md in this folder).
+"""Semantic segmentation on Cityscapes, ACDC and Dark Zurich, with and without SyMPIE (README.md in this folder).
 
 Library use (e.g. training's per-epoch validation)::
 
@@ -237,7 +237,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         print("mIoU %: " + "; ".join(
             f"{BENCHMARKS[n][1]} " + ", ".join(f"{v} {scores[n][v]['miou']:.2f}" for v, _ in variants)
             for n in names), flush=True)
-    results = {"seg_checkpoint": str(args.seg_checkpoint), "colm": args.colm, "flip": not args.no_flip, "scores": scores}
+    results = {"seg_checkpoint": str(args.seg_checkpoint), "colm": args.colm, "flip": not args.no_flip,
+               "scores": scores}
     if is_main and args.out:
         write_json(args.out, {**results, "scores": {n: {v: _jsonable(m) for v, m in per.items()}
                                                       for n, per in scores.items()}}, indent=2)
