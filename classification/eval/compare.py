@@ -1,20 +1,27 @@
-"""Difference of two accuracy grids (data - base) as a table and a heat map, with mCE (SPEC §6.3).
+"""Difference of two accuracy grids (data - base) as a table and a heat map, with mCE.
 
-    python compare.py --base json/none_rn50_2.json --data json/sympie_rn50_2.json
+    python compare.py        # json/sympie_rn50_2.json - json/none_rn50_2.json (validate.py's default outputs)
+    python compare.py --base json/none_rn18.json --data json/sympie_rn18.json
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from classification.atomic import check_output_file
 from classification.errors import report_user_errors
-from classification.eval.grids import delta, describe_errors, format_table, load_grid, render_heatmap
+from classification.eval.grids import GRID_DIR, delta, describe_errors, format_table, load_grid, render_heatmap
+
+DEFAULT_BASE = GRID_DIR / "none_rn50_2.json"  # rn50_2 alone (python validate.py)
+DEFAULT_DATA = GRID_DIR / "sympie_rn50_2.json"  # rn50_2 behind SyMPIE (python validate.py --colm sympie)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", required=True, help="grid JSON of the reference run (e.g. json/none_rn50_2.json)")
-    parser.add_argument("--data", required=True, help="grid JSON of the run to compare (e.g. json/sympie_rn50_2.json)")
+    parser.add_argument("--base", default=str(DEFAULT_BASE),
+                        help="grid JSON of the reference run (default: json/none_rn50_2.json beside validate.py)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="grid JSON of the run to compare (default: json/sympie_rn50_2.json beside validate.py)")
     parser.add_argument("--out", default=None, help="heat-map PNG (default: <data>_vs_<base>.png next to --data)")
     return parser
 
@@ -25,7 +32,7 @@ def main(argv: list[str] | None = None) -> Path:
     base, data = load_grid(args.base), load_grid(args.data)
     diff = delta(data, base)
     base_path, data_path = Path(args.base), Path(args.data)
-    out = Path(args.out) if args.out else data_path.with_name(f"{data_path.stem}_vs_{base_path.stem}.png")
+    out = check_output_file(args.out or data_path.with_name(f"{data_path.stem}_vs_{base_path.stem}.png"), "--out")
     print(f"{data.kind.name}: {data_path.name} - {base_path.name} (accuracy points)")
     print(format_table(diff, signed=True))
     for line in describe_errors([(base_path.name, base), (data_path.name, data)]):

@@ -2,7 +2,9 @@
 
 See classification/eval/README.md for the outputs.
 
-A grid is a list of rows (categories, the dataset's order) of 5 accuracies in percent (severities 1..5).
+A grid is a list of rows (categories, the dataset's order) of 5 accuracies in percent (severities 1..5);
+``null`` marks an empty cell (every image of it was missing under ``validate.py --skip-missing``): it is
+left out of the averages and the mCE and shown as "-".
 Tables are shown transposed: one row per severity plus ``avg``, one column per category plus ``avg``, the
 last column being the mean over the benchmark's corruptions only (ImageNet-C: the 15, without colwarp and
 clean; C-Bar: the 10).
@@ -23,6 +25,8 @@ from classification.errors import UserInputError
 from classification.eval.imagenetc import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS, IMAGENETC_CATEGORIES,
                                            IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
 from classification.training.corruptions import IMAGENET_C
+
+GRID_DIR = Path(__file__).resolve().parent / "json"  # where validate.py writes its grids by default
 
 # AlexNet top-1 error (%) per ImageNet-C corruption, averaged over the 5 severities, and on clean images.
 ALEXNET_ERRORS: dict[str, float] = {
@@ -65,26 +69,67 @@ class Grid:
 
 
 def grid_from_rows(rows: object, source: str = "grid") -> Grid:
-    """Validate a list of rows of 5 numbers and find its layout by the number of rows."""
+    """Validate a list of rows of 5 accuracies (0..100, or null for an empty cell) and find its layout by the
+    number of rows. Empty cells become NaN."""
     shape_error = UserInputError(f"{source} does not hold an accuracy grid of a known shape; expected a list of rows "
                                  f"of {len(SEVERITIES)} numbers: {EXPECTED_SHAPES}, as written by validate.py.")
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
         raise shape_error
-    if not all(len(r) == len(SEVERITIES) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
-               for r in rows):
+    if not all(len(r) == len(SEVERITIES) and all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in r) for r in rows):
         raise shape_error
     kind = next((k for k in GRID_KINDS if len(k.categories) == len(rows)), None)
     if kind is None:
         raise UserInputError(f"{source} holds a {len(rows)}x{len(SEVERITIES)} grid; expected {EXPECTED_SHAPES}, "
                              f"as written by validate.py.")
-    return Grid(np.asarray(rows, dtype=np.float64), kind, source)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if value is not None and not 0 <= value <= 100:  # also false for NaN
+                raise UserInputError(f"{source} holds {value} for {kind.categories[i]} at severity {SEVERITIES[j]}; "
+                                     f"accuracies are percentages from 0 to 100 (null for an empty cell).")
+    values = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+    return Grid(values, kind, source)
+
+
+def _mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over ``axis`` leaving empty (NaN) cells out; NaN where all are empty."""
+    counts = np.sum(~np.isnan(values), axis=axis, keepdims=True)
+    sums = np.nansum(values, axis=axis, keepdims=True)
+    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+
+
+NAME_FLAGS = (("debug_", "--debug"), ("demo_", "--demo"), ("bar_", "--bar"), ("mixed_", "--mixed"), ("quick_", "--quick"))
+
+
+def validate_command(path: Path) -> str | None:
+    """The validate.py command that writes the grid ``path`` (its name follows validate.py's
+    ``{debug_}{demo_}{bar_|mixed_}{quick_}{colm}_{clas}.json``), or None for a name of another form."""
+    from classification.classifiers import CLASSIFIER_NAMES  # only on this error path: it imports the model zoo
+
+    stem, flags = path.stem, []
+    for prefix, flag in NAME_FLAGS:
+        if stem.startswith(prefix):
+            stem, flags = stem[len(prefix):], flags + [flag]
+    clas = next((c for c in sorted(CLASSIFIER_NAMES, key=len, reverse=True) if stem.endswith("_" + c)), None)
+    if path.suffix != ".json" or clas is None or stem == "_" + clas:
+        return None
+    colm = stem[: -len(clas) - 1]
+    if colm != "none":
+        flags += ["--colm", colm]
+    if clas != "rn50_2" and "--demo" not in flags:
+        flags += ["--clas", clas]
+    if path.parent.resolve() != GRID_DIR:
+        flags += ["--out", str(path.parent)]
+    return " ".join(["python classification/eval/validate.py", *flags])
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
     """Read a grid JSON written by validate.py (one clear error for a missing file, bad JSON or a wrong shape)."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"grid file {path} does not exist; run validate.py first or fix the path.")
+        command = validate_command(path)
+        how = f"write it with `{command}` (from the repository root)" if command else "run validate.py first"
+        raise UserInputError(f"grid file {path} does not exist; {how} or fix the path.")
     try:
         rows = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -108,9 +153,9 @@ def table(grid: Grid) -> tuple[list[str], list[str], np.ndarray]:
     """
     cats = grid.kind.categories
     body = grid.values.T  # (5, categories)
-    body = np.vstack([body, body.mean(axis=0, keepdims=True)])
+    body = np.vstack([body, _mean(body, axis=0)])
     chosen = [cats.index(c) for c in grid.kind.averaged]
-    body = np.hstack([body, body[:, chosen].mean(axis=1, keepdims=True)])
+    body = np.hstack([body, _mean(body[:, chosen], axis=1)])
     return [str(s) for s in SEVERITIES] + ["avg"], list(cats) + ["avg"], body
 
 
@@ -121,30 +166,44 @@ def short_name(category: str, width: int = 6) -> str:
 def format_table(grid: Grid, signed: bool = False) -> str:
     """Fixed-width terminal table of :func:`table` (category names shortened to 6 characters)."""
     rows, cols, values = table(grid)
-    fmt = "{:+7.2f}" if signed else "{:7.2f}"
     lines = ["sev " + "".join(f"{short_name(c):>7}" for c in cols)]
-    lines += [f"{r:<4}" + "".join(fmt.format(v) for v in line) for r, line in zip(rows, values)]
+    lines += [f"{r:<4}" + "".join(f"{cell_text(v, signed):>7}" for v in line) for r, line in zip(rows, values)]
     return "\n".join(lines)
 
 
+def cell_text(value: float, signed: bool = False) -> str:
+    """A table or heat-map cell: two decimals, "-" for an empty cell."""
+    if np.isnan(value):
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
 def corruption_errors(grid: Grid) -> tuple[float, float]:
-    """(mCE, relative mCE) in percent of an ImageNet-C grid, normalised by AlexNet (Hendrycks & Dietterich)."""
+    """(mCE, relative mCE) in percent of an ImageNet-C grid, normalised by AlexNet (Hendrycks & Dietterich).
+
+    Empty cells are left out of each corruption's mean error, corruptions without any cell out of the mCE;
+    NaN when nothing is left (relative mCE also needs a clean cell)."""
     if not grid.is_imagenetc:
         raise ValueError("mCE is defined for ImageNet-C grids only")
     cats = grid.kind.categories
-    errors = 100.0 - grid.values
-    clean = float(errors[cats.index("clean")].mean())
+    errors = _mean(100.0 - grid.values, axis=1)[:, 0]
+    clean = float(errors[cats.index("clean")])
     ce, rel = [], []
     for name in IMAGENET_C:
-        err = float(errors[cats.index(name)].mean())
+        err = float(errors[cats.index(name)])
+        if np.isnan(err):
+            continue
         ce.append(err / ALEXNET_ERRORS[name])
         rel.append((err - clean) / (ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR))
+    if not ce:
+        return float("nan"), float("nan")
     return 100.0 * float(np.mean(ce)), 100.0 * float(np.mean(rel))
 
 
 # --------------------------------------------------------------------------- heat maps
 
 CELL_W, CELL_H, LABEL_W, MARGIN = 66, 30, 44, 12
+EMPTY_CELL = (225, 225, 225)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -180,7 +239,8 @@ def render_heatmap(grid: Grid, path: str | os.PathLike, title: str, signed: bool
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((MARGIN, MARGIN), title, fill="black", font=title_font)
-    scale = float(np.abs(values).max()) if signed else 100.0
+    finite = np.abs(values[~np.isnan(values)])
+    scale = float(finite.max()) if signed and finite.size else 100.0
     top = MARGIN + header_h
     left = MARGIN + LABEL_W
     for j, name in enumerate(cols):  # rotated column labels
@@ -193,9 +253,9 @@ def render_heatmap(grid: Grid, path: str | os.PathLike, title: str, signed: bool
         draw.text((MARGIN, y + CELL_H // 2 - 7), "sev " + name if name != "avg" else name, fill="black", font=font)
         for j, value in enumerate(values[i]):
             x = left + j * CELL_W
-            colour = _diverging(value, scale) if signed else _sequential(value)
+            colour = EMPTY_CELL if np.isnan(value) else _diverging(value, scale) if signed else _sequential(value)
             draw.rectangle([x, y, x + CELL_W - 1, y + CELL_H - 1], fill=colour, outline=(200, 200, 200))
-            text = f"{value:+.2f}" if signed else f"{value:.2f}"
+            text = cell_text(value, signed)
             box = draw.textbbox((0, 0), text, font=font)
             draw.text((x + (CELL_W - (box[2] - box[0])) // 2, y + CELL_H // 2 - 7), text, fill="black", font=font)
     averaged = "the 15 corruptions" if grid.is_imagenetc else \
@@ -208,10 +268,12 @@ def render_heatmap(grid: Grid, path: str | os.PathLike, title: str, signed: bool
 
 
 def describe_errors(grids: Sequence[tuple[str, Grid]]) -> list[str]:
-    """One 'name: mCE x, relative mCE y' line per ImageNet-C grid."""
+    """One 'name: mCE x, relative mCE y' line per ImageNet-C grid ("-" when undefined; empty cells left out)."""
     lines = []
     for name, grid in grids:
         if grid.is_imagenetc:
-            mce, rel = corruption_errors(grid)
-            lines.append(f"{name}: mCE {mce:.2f}%, relative mCE {rel:.2f}%")
+            mce, rel = (cell_text(v) + ("" if np.isnan(v) else "%") for v in corruption_errors(grid))
+            empty = int(np.isnan(grid.values).sum())
+            note = f" ({empty} empty cell{'s' if empty > 1 else ''} left out)" if empty else ""
+            lines.append(f"{name}: mCE {mce}, relative mCE {rel}{note}")
     return lines

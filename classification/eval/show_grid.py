@@ -1,4 +1,4 @@
-"""One accuracy grid as a table and a heat map (SPEC §6.3).
+"""One accuracy grid as a table and a heat map, with mCE.
 
     python show_grid.py --json json/sympie_rn50_2.json
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from classification.atomic import check_output_file
 from classification.errors import report_user_errors
 from classification.eval.grids import describe_errors, format_table, load_grid, render_heatmap
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     grid = load_grid(args.json)
     path = Path(args.json)
-    out = Path(args.out) if args.out else path.with_suffix(".png")
+    out = check_output_file(args.out or path.with_suffix(".png"), "--out")
     print(f"{grid.kind.name}: {path.name} (accuracy %)")
     print(format_table(grid))
     for line in describe_errors([(path.name, grid)]):
