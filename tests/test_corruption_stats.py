@@ -1,4 +1,5 @@
-"""Fidelity of the corruption engine against the authors' implementation (SPEC §4.5, §12).
+"""Fidelity of the corruption engine against the authors' implementation (criteria:
+classification/training/README.md; fixtures: tests/fixtures/reference/README.md).
 
 For every corruption x severity in ``corruption_stats.json`` the six sample photos are corrupted
 ``DRAWS`` times each (more for frost, see ``DRAWS_OF``) in one batch through the public API, so that
@@ -9,12 +10,12 @@ every draw is independent, and the uint8 results are measured as the fixture was
 - ``mean``: per-channel mean of out;
 - ``std``: standard deviation of out (all channels);
 
-each averaged over photos and draws. Bands (SPEC §4.5): ``mad`` within max(15% of the reference, 1.0),
+each averaged over photos and draws. Bands: ``mad`` within max(15% of the reference, 1.0),
 ``hf`` within 20%, every channel ``mean`` within 3.0, ``std`` within 10%, each widened for sampling noise
 by 2.5 * spread * sqrt(2 / (6 * D)), ``spread`` being the reference's draw-to-draw standard deviation of
 a statistic on one photo, averaged over the photos (for ``mean`` the largest over channels).
 
-One exception, frost (``SHARED_DRAW_REFERENCE``): SPEC's widening assumes the reference averages 48
+One exception, frost (``SHARED_DRAW_REFERENCE``): the widening assumes the reference averages 48
 independent draws. The fixture reused the same random draws for all six photos (spatter 2 has mad 4.39-4.40 on each of
 the four photos it does not clip; at frost 3 every photo's hf spread is 0.05-0.2 although the five
 textures' hf ranges from 1.2 to 6), so its average holds 8 independent draws and its stored spread
@@ -46,7 +47,7 @@ DRAWS = 8
 # reference's, which is fixed. Frost is cheap.
 DRAWS_OF = {"frost": 32}
 # Corruptions judged with the wider band of the module docstring (their reference average rests on 8
-# shared draws, not 48); every other corruption gets SPEC §4.5's band unchanged.
+# shared draws, not 48); every other corruption gets the standard band unchanged.
 SHARED_DRAW_REFERENCE = frozenset({"frost"})
 Z = 2.5
 MEAN_TOLERANCE = 3.0  # 0..255, every channel
@@ -119,7 +120,7 @@ def our_statistics(name: str, severity: int) -> dict[str, dict]:
 
 
 def widening(name: str, reference_spread: float, our_spread: float) -> float:
-    """SPEC §4.5's sampling band, 2.5 * spread * sqrt(2 / (6 * D)); see the module docstring for frost."""
+    """The standard sampling band, 2.5 * spread * sqrt(2 / (6 * D)); see the module docstring for frost."""
     draws = DRAWS_OF.get(name, DRAWS)
     if name in SHARED_DRAW_REFERENCE:
         return Z * max(reference_spread, our_spread) * math.sqrt(1 / REFERENCE_DRAWS + 1 / (6 * draws))

@@ -1,4 +1,4 @@
-"""Public API of the corruption engine (SPEC §4): names, validation, determinism, batching, dtypes;
+"""Public API of the corruption engine: names, validation, determinism, batching, dtypes;
 and the shared filters and the vectorised glass-blur shuffle against slow direct implementations."""
 from __future__ import annotations
 

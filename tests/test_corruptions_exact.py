@@ -1,4 +1,4 @@
-"""The deterministic corruptions reproduce the authors' outputs (SPEC §4.5): mean |diff| <= 0.5, max <= 3."""
+"""The deterministic corruptions reproduce the authors' outputs: mean |diff| <= 0.5, max <= 3."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""DistortImageFolder (SPEC §5.1): file order, validation split, sample format, corruption draws, bad files."""
+"""DistortImageFolder: file order, validation split, sample format, corruption draws, bad files."""
 from __future__ import annotations
 
 import logging
