@@ -183,13 +183,14 @@ def test_grid_counts_accumulate_per_cell():
     assert counts.total.tolist() == [[0, 0, 1, 0, 0], [1, 1, 1, 1, 2]]
     assert counts.correct.tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]]
     assert counts.accuracy()[1] == [0.0, 0.0, 0.0, 0.0, 50.0]
+    assert counts.accuracy()[0] == [None, None, 100.0, None, None]  # empty cells are None, not 0
 
 
 def test_accuracy_has_the_authors_float32_digits():
     counts = GridCounts.zeros(1)
     counts.add(torch.tensor([True, False, False]), torch.zeros(3, dtype=torch.long), torch.tensor([1, 1, 1]))
     # correct * (100 / total) in float32; torch evaluates 100 / t as reciprocal(t) * 100
-    assert json.dumps(counts.accuracy()) == "[[33.333335876464844, 0.0, 0.0, 0.0, 0.0]]"
+    assert json.dumps(counts.accuracy()) == "[[33.333335876464844, null, null, null, null]]"  # empty cells: null
 
 
 # --------------------------------------------------------------------------- bad input

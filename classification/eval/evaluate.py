@@ -46,12 +46,13 @@ class GridCounts:
         self.total.index_add_(0, rows.long(), hit)
         self.correct.index_add_(0, rows.long(), hit * correct.long()[:, None])
 
-    def accuracy(self) -> list[list[float]]:
+    def accuracy(self) -> list[list[float | None]]:
         """Accuracy grid in percent (rows x 5), computed in float32 as the authors' script does (same
-        digits in the JSON); an empty cell reads 0.0."""
-        total = self.total.float()
-        acc = self.correct.float() * (100 / total)
-        return torch.where(self.total > 0, acc, torch.zeros_like(acc)).cpu().tolist()
+        digits in the JSON); an empty cell (no image, e.g. all missing under ``--skip-missing``) is None,
+        ``null`` in the JSON, so that it cannot pass for 0 %."""
+        acc = (self.correct.float() * (100 / self.total.float())).cpu().tolist()
+        present = (self.total > 0).cpu().tolist()
+        return [[a if p else None for a, p in zip(row, mask)] for row, mask in zip(acc, present)]
 
     def all_reduce(self) -> None:
         """Sum the counts over the ranks of the default process group."""

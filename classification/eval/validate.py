@@ -37,6 +37,7 @@ from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument
 from classification.distributed import distributed
 from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
+from classification.eval.grids import GRID_DIR
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
 from classification.weights import add_trust_argument
@@ -44,7 +45,7 @@ from classification.samples import CACHE_ENV
 
 log = logging.getLogger("validate")
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "json"
+DEFAULT_OUT = GRID_DIR
 DEFAULT_CLASSIFIER = "rn50_2"
 DEMO_CHECKPOINT_NAME = "sympie"
 MAX_LISTED_MISSING = 20
