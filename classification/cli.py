@@ -6,10 +6,14 @@ everywhere. The first spelling of each is the one the READMEs use; the others ar
 * ``--colm``: the SyMPIE checkpoint (validate.py, eval_vizwiz.py, segmentation/eval.py, qualitatives.py);
 * ``--seg-checkpoint`` (alias ``--ckpt``): the DeepLab-V2 checkpoint (segmentation/eval.py,
   qualitatives.py, train.py's segmentation validation).
+
+:func:`parse_command_line` is how the scripts' ``main`` starts: the flags, then INFO logging to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Sequence
 
 from classification.checkpoints import CHECKPOINT_DIR, DEFAULT_SEGMENTER
 
@@ -44,3 +48,11 @@ def add_segmenter_args(parser: Parser, note: str = "") -> None:
     """``--seg-checkpoint``: the DeepLab-V2 checkpoint."""
     parser.add_argument("--seg-checkpoint", "--ckpt", dest="seg_checkpoint", default=str(DEFAULT_SEGMENTER),
                         help=f"DeepLab-V2 checkpoint{note} (default: {DEFAULT_SEGMENTER.name} in {CHECKPOINT_DIR})")
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                       log_format: str = "%(message)s") -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with INFO logging to stderr in ``log_format``."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    return args

@@ -141,8 +141,12 @@ class CorruptionGrid(Dataset):
     loader workers do not copy them page by page; :meth:`item` rebuilds one.
     """
 
-    categories: tuple[str, ...] = ()
-    kind = "imagenetc"  # also the config_paths.yaml key of the dataset
+    categories: tuple[str, ...]  # the grid's rows
+    kind: str  # the benchmark's name, also its config_paths.yaml key
+
+    def __init_subclass__(cls, kind: str, categories: tuple[str, ...], **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.kind, cls.categories = kind, categories
 
     def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike | None = None,
                  quick: bool = False, skip_missing: bool = False):
@@ -234,11 +238,8 @@ class CorruptionGrid(Dataset):
                 "missing": len(self.missing)}
 
 
-class ImagenetC(CorruptionGrid):
+class ImagenetC(CorruptionGrid, kind="imagenetc", categories=IMAGENETC_CATEGORIES):
     """ImageNet-C: 15 corruptions (``<group>/<corruption>/<sev>/``), ``color/<sev>/`` and ``clean/``."""
-
-    categories = IMAGENETC_CATEGORIES
-    kind = "imagenetc"
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
@@ -249,11 +250,8 @@ class ImagenetC(CorruptionGrid):
         return [f"{GROUP_OF[category]}/{category}/{severity}/{line.path}"]
 
 
-class ImagenetCBar(CorruptionGrid):
+class ImagenetCBar(CorruptionGrid, kind="imagenetc-bar", categories=IMAGENETC_BAR_CATEGORIES):
     """ImageNet-C-Bar: 10 corruptions (``<corruption>/<sev>/``) and ``clean/``."""
-
-    categories = IMAGENETC_BAR_CATEGORIES
-    kind = "imagenetc-bar"
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
@@ -261,11 +259,8 @@ class ImagenetCBar(CorruptionGrid):
         return [f"{category}/{severity_of(columns)}/{line.path}"]
 
 
-class ImagenetCMixed(CorruptionGrid):
+class ImagenetCMixed(CorruptionGrid, kind="imagenetc-mixed", categories=IMAGENETC_MIXED_CATEGORIES):
     """ImageNet-C-Mixed: one row, ``<sev>/<line path>`` stored as ``.JPEG`` or ``.jpg``."""
-
-    categories = IMAGENETC_MIXED_CATEGORIES
-    kind = "imagenetc-mixed"
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         severity = severity_of(columns)

@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -81,8 +81,7 @@ class SourceImage:
         return f"{self.wnid}/{self.path.stem}.JPEG"
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """Apply corruption ``name`` at ``severity`` with random seed ``seed``."""
 
     name: str
