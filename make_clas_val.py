@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from classification.atomic import atomic_path
+from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
 
 log = logging.getLogger("make_clas_val")
@@ -171,8 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> dict[str, int]:
     """Run the tool; returns counts ``{'images', 'classes', 'placed', 'present'}``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_command_line(build_parser(), argv)
     labels = read_annotations(args.annotations)
     placements = plan(args.val, labels)
     if args.out.resolve() == args.val.resolve():

@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from classification.atomic import atomic_path
+from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
 from classification.imagenet import imagenet_class_index
 from classification.paths import add_config_argument, dataset_path
@@ -236,8 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> Path:
     """Run one subcommand; returns the split file written (the root for ``cbar-severities``)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_command_line(build_parser(), argv)
     root = dataset_path(args.key, args.config, args.root)
     if args.dataset == "cbar-severities":
         link_cbar_severities(root)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from classification.atomic import write_json
 from classification.checkpoints import resolve_colm
-from classification.cli import add_colm_argument, add_segmenter_args
+from classification.cli import add_colm_argument, add_segmenter_args, parse_command_line
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
 from classification.paths import add_config_argument, dataset_path
@@ -204,8 +204,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_command_line(build_parser(), argv)
     if args.batch_size < 1 or args.workers < 0 or args.long_side < 1:
         raise UserInputError(f"--batch-size ({args.batch_size}) and --long-side ({args.long_side}) must be positive "
                              f"and --workers ({args.workers}) at least 0.")

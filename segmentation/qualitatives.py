@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from classification.atomic import atomic_path
+from classification.cli import parse_command_line
 from classification.distributed import select_device
 from classification.errors import UserInputError, report_user_errors
 from classification.normalization import denormalize
@@ -90,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_command_line(build_parser(), argv)
     if args.num < 1 or args.long_side < 1:
         raise UserInputError(f"--num and --long-side must be positive, got {args.num} and {args.long_side}.")
     device = select_device(args.device)

@@ -16,7 +16,7 @@ from classification.atomic import write_json
 from classification.classifiers import build_classifier
 from classification.errors import report_user_errors
 from classification.checkpoints import resolve_colm
-from classification.cli import add_classifier_args, add_colm_argument
+from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import select_device
 from classification.eval.evaluate import build_eval_model
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_command_line(build_parser(), argv, "%(asctime)s %(levelname)s %(message)s")
     root = dataset_path("vizwiz", args.config, args.root)
     colm_path = resolve_colm(args.colm)
     dataset = VizWiz(root)

@@ -42,6 +42,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from classification.atomic import atomic_path, write_json
+from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.imagenetc import CROP, SEVERITIES, SPLIT_FILE
 from classification.imagenet import imagenet_class_index
@@ -347,8 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_command_line(build_parser(), argv)
     return render(args.val, args.out, seed=args.seed, parts=args.parts, corruptions=args.corruptions,
                   extra=args.extra, limit=args.limit, workers=args.workers)
 

@@ -34,7 +34,7 @@ from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
                                      prepare_demo_set)
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
-from classification.cli import add_classifier_args, add_colm_argument
+from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
 from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
 from classification.eval.grids import GRID_DIR
@@ -162,8 +162,7 @@ def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCoun
 def main(argv: list[str] | None = None) -> Path | None:
     """Run the evaluation; returns the path of the grid JSON on rank 0 (None on the other ranks)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_command_line(parser, argv, "%(asctime)s %(levelname)s %(message)s")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size must be at least 1, got {args.batch_size}.")
     if args.demo:
