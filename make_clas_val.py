@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import csv
 import filecmp
+import io
 import logging
 import os
+import re
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -27,14 +29,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from classification.atomic import atomic_path
+from classification.atomic import atomic_path, check_output_dir
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
+from classification.textfile import read_text
 
 log = logging.getLogger("make_clas_val")
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 MODES = ("copy", "hardlink", "symlink")
+WNID = re.compile(r"n\d{8}")
 
 
 @dataclass(frozen=True)
@@ -72,24 +76,32 @@ def _read_xml_folder(folder: Path) -> dict[str, str]:
             found = ", ".join(sorted(names)) or "none"
             raise UserInputError(f"annotation {xml_path} must name exactly one class in its <object><name> "
                                  f"tags, found: {found}.")
-        labels[xml_path.stem] = names.pop()
+        labels[xml_path.stem] = check_wnid(names.pop(), f"annotation {xml_path}")
     if not labels:
         raise UserInputError(f"annotation folder {folder} holds no .xml files; pass the ILSVRC2012 bbox val folder.")
     return labels
 
 
+def check_wnid(wnid: str, where: str) -> str:
+    """An ImageNet wnid ('n' and 8 digits) or a sentence naming ``where`` it was read: it becomes a folder
+    name under --out, so nothing else (e.g. '../x') may pass."""
+    if not WNID.fullmatch(wnid):
+        raise UserInputError(f"{where} names the class {wnid!r}, which is not an ImageNet wnid ('n' followed by 8 "
+                             f"digits, e.g. n01440764); fix or re-download the annotations.")
+    return wnid
+
+
 def _read_kaggle_csv(path: Path) -> dict[str, str]:
     labels: dict[str, str] = {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
-            raise UserInputError(f"{path} must have the header 'ImageId,PredictionString' "
-                                 f"(Kaggle's LOC_val_solution.csv).")
-        for line, row in enumerate(reader, start=2):
-            tokens = (row["PredictionString"] or "").split()
-            if not row["ImageId"] or not tokens:
-                raise UserInputError(f"{path} line {line} has no image id or no class; fix or re-download the file.")
-            labels[row["ImageId"].strip()] = tokens[0]
+    reader = csv.DictReader(io.StringIO(read_text(path, "annotation file"), newline=""))
+    if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
+        raise UserInputError(f"{path} must have the header 'ImageId,PredictionString' "
+                             f"(Kaggle's LOC_val_solution.csv).")
+    for line, row in enumerate(reader, start=2):
+        tokens = (row["PredictionString"] or "").split()
+        if not row["ImageId"] or not tokens:
+            raise UserInputError(f"{path} line {line} has no image id or no class; fix or re-download the file.")
+        labels[row["ImageId"].strip()] = check_wnid(tokens[0], f"{path} line {line}")
     if not labels:
         raise UserInputError(f"{path} lists no images; re-download LOC_val_solution.csv.")
     return labels
@@ -173,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, int]:
     """Run the tool; returns counts ``{'images', 'classes', 'placed', 'present'}``."""
     args = parse_command_line(build_parser(), argv)
+    check_output_dir(args.out, "--out")
     labels = read_annotations(args.annotations)
     placements = plan(args.val, labels)
     if args.out.resolve() == args.val.resolve():

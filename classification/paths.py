@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from classification.errors import UserInputError
+from classification.textfile import read_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config_paths.yaml"
@@ -43,7 +44,7 @@ def load_paths(config: str | os.PathLike | None = None) -> dict[str, Path | None
     if not path.is_file():
         raise UserInputError(f"config file {path} does not exist; pass --config PATH or set {ENV_VAR}.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text(path, "config file")) or {}
     except yaml.YAMLError as err:
         raise UserInputError(f"config file {path} is not valid YAML ({err}); fix it or pass --config.") from None
     if not isinstance(raw, dict):

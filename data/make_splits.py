@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from classification.atomic import atomic_path
+from classification.atomic import atomic_path, check_output_file
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
 from classification.imagenet import imagenet_class_index
@@ -242,15 +242,16 @@ def main(argv: list[str] | None = None) -> Path:
     if args.dataset == "cbar-severities":
         link_cbar_severities(root)
         return root
+    default_name = "images.txt" if args.dataset == "imagenetc" else f"{args.split}.txt"
+    out = check_output_file(args.out or root / default_name, "--out")  # before the (long) listing
     if args.dataset == "imagenetc":
-        lines, default_name = imagenetc_lines(root), "images.txt"
+        lines = imagenetc_lines(root)
     elif args.dataset == "cityscapes":
-        lines, default_name = cityscapes_lines(root, args.split), f"{args.split}.txt"
+        lines = cityscapes_lines(root, args.split)
     elif args.dataset == "acdc":
-        lines, default_name = acdc_lines(root, args.split, args.conditions), f"{args.split}.txt"
+        lines = acdc_lines(root, args.split, args.conditions)
     else:
-        lines, default_name = darkzurich_lines(root, args.split), f"{args.split}.txt"
-    out = args.out or root / default_name
+        lines = darkzurich_lines(root, args.split)
     write_lines(out, lines)
     return out
 

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
+from classification.textfile import read_text
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 LONG_SIDE = 1024
@@ -135,7 +136,7 @@ class Cityscapes(Dataset):
             raise UserInputError(f"split file {self.split_file} does not exist; write it with one "
                                  f"'<image path> <label path>' line per image (see data/README.md).")
         items = []
-        for number, line in enumerate(self.split_file.read_text().splitlines(), start=1):
+        for number, line in enumerate(read_text(self.split_file, "split file").splitlines(), start=1):
             if not line.strip():
                 continue
             fields = line.split()

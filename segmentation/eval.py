@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from classification.atomic import write_json
+from classification.atomic import check_output_file, write_json
 from classification.checkpoints import resolve_colm
 from classification.cli import add_colm_argument, add_segmenter_args, parse_command_line
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.batch_size < 1 or args.workers < 0 or args.long_side < 1:
         raise UserInputError(f"--batch-size ({args.batch_size}) and --long-side ({args.long_side}) must be positive "
                              f"and --workers ({args.workers}) at least 0.")
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     with distributed(args.device) as ctx:
         return _run(args, ctx.device)
 

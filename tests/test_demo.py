@@ -70,8 +70,14 @@ def test_cache_is_reused_and_an_outdated_set_rendered_again(demo_cache, monkeypa
     (outdated / "leftover.jpg").write_bytes(b"")
     monkeypatch.setattr(demo, "render_demo_set", lambda out, sources: (out / "images.txt").write_text("x"))
     assert demo.prepare_demo_set(outdated) == outdated
-    assert not (outdated / "leftover.jpg").exists() and demo.is_complete(
-        outdated, demo.recipe_fingerprint(demo.sample_sources()))
+    fingerprint = demo.recipe_fingerprint(demo.sample_sources())
+    assert not (outdated / "leftover.jpg").exists() and demo.cache_state(outdated, fingerprint) == "complete"
+
+    (outdated / "images.txt").unlink()  # damaged: the marker is right but a file is gone
+    assert demo.cache_state(outdated, fingerprint) == "damaged"
+    monkeypatch.setattr(demo, "render_demo_set", lambda out, sources: (out / "images.txt").write_text("again"))
+    assert demo.prepare_demo_set(outdated) == outdated
+    assert (outdated / "images.txt").read_text() == "again" and demo.cache_state(outdated, fingerprint) == "complete"
 
 
 def test_killed_render_leaves_no_folder(tmp_path, monkeypatch):

@@ -149,11 +149,23 @@ def test_refuses_a_foreign_non_empty_folder(val, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["blur"]
 
 
-def test_refuses_a_different_val_folder(rendered, tmp_path):
-    out, _ = rendered
-    smaller = make_val(tmp_path / "val", per_class=1)
-    with pytest.raises(UserInputError, match="val folder of 6 images, this one has 3"):
-        R.render(smaller, out, seed=7, corruptions=FAST, workers=0)
+def test_resume_with_a_smaller_limit_keeps_the_split_whole(val, tmp_path):
+    out = tmp_path / "out"
+    R.render(val, out, seed=7, corruptions=["contrast"], parts=["clean"], limit=4, workers=0)
+    four = (out / "images.txt").read_text().splitlines()
+    R.render(val, out, seed=7, corruptions=["contrast"], parts=["clean"], limit=2, workers=0)
+    assert (out / "images.txt").read_text().splitlines() == four and len(four) == 4
+
+
+def test_temporaries_of_a_killed_run_are_removed_at_the_next_start(val, tmp_path):
+    out = tmp_path / "out"
+    R.render(val, out, seed=7, corruptions=["contrast"], parts=["clean"], limit=1, workers=0)
+    leftover = out / R.STAGING / ".ILSVRC2012_val_00000000.jpg.abc.tmp.jpg"  # what a SIGKILL leaves
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"half")
+    R.render(val, out, seed=7, corruptions=["contrast"], parts=["clean"], limit=1, workers=0)
+    assert not (out / R.STAGING).exists()
+    assert not [p for p in out.rglob(".*") if p.name != R.STAGING]
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -173,9 +185,15 @@ def test_undecodable_source_image(tmp_path):
     val = make_val(tmp_path / "val", per_class=1)
     broken = val / WNIDS[2] / "ILSVRC2012_val_00000002.JPEG"
     broken.write_bytes(b"not a jpeg")
-    with pytest.raises(UserInputError, match="cannot decode image .*ILSVRC2012_val_00000002.JPEG"):
+    with pytest.raises(UserInputError, match="cannot decode image .*ILSVRC2012_val_00000002.JPEG.*delete it, then "
+                                             "run again"):
         R.render(val, tmp_path / "out", corruptions=["contrast"], parts=["clean"], workers=0)
     assert not (tmp_path / "out" / "images.txt").exists()
+    done = files(tmp_path / "out" / "clean")
+    broken.unlink()  # the advice: the resume is accepted, and what was rendered stays as it was
+    R.render(val, tmp_path / "out", corruptions=["contrast"], parts=["clean"], workers=0)
+    assert {k: v for k, v in files(tmp_path / "out" / "clean").items() if k in done} == done
+    assert len((tmp_path / "out" / "images.txt").read_text().splitlines()) == 2
 
 
 def test_bad_arguments(val, tmp_path):

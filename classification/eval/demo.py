@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from classification.atomic import atomic_folder, write_json
+from classification.atomic import atomic_folder, check_output_dir, write_json
 from classification.distributed import launched_world_size
 from classification.errors import UserInputError
 from classification.eval.grids import delta, load_grid, render_heatmap
 from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_steps, resize_and_crop, save_jpeg,
                                         write_split)
 from classification.imagenet import imagenet_class_index
-from classification.samples import SAMPLE_LABELS, SAMPLES_DIR, cache_root, sample_path
+from classification.samples import CACHE_ENV, SAMPLE_LABELS, SAMPLES_DIR, cache_root, sample_path
 from classification.training.corruptions import IMAGENET_C
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,22 @@ def recipe_fingerprint(sources: list[SourceImage]) -> dict:
     return {"version": DEMO_RECIPE_VERSION, "seed": DEMO_SEED, "labels": SAMPLE_LABELS, "photos": photos}
 
 
-def is_complete(folder: Path, fingerprint: dict) -> bool:
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every file under ``folder`` but the marker."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MARKER}
+
+
+def cache_state(folder: Path, fingerprint: dict) -> str:
+    """'complete', 'damaged' (made by this recipe, but a file is missing, added or resized) or 'outdated'
+    (no marker, another recipe or an unreadable marker)."""
     try:
-        return json.loads((folder / MARKER).read_text()) == fingerprint
-    except (OSError, json.JSONDecodeError):
-        return False
+        recorded = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return "outdated"
+    if not isinstance(recorded, dict) or recorded.get("recipe") != fingerprint:
+        return "outdated"
+    return "complete" if recorded.get("files") == file_sizes(folder) else "damaged"
 
 
 def render_demo_set(out: Path, sources: list[SourceImage]) -> int:
@@ -116,18 +127,22 @@ def render_demo_set(out: Path, sources: list[SourceImage]) -> int:
 def prepare_demo_set(folder: Path | None = None) -> Path:
     """The folder of the mini ImageNet-C, rendered now unless an identical complete one is cached."""
     folder = Path(folder) if folder is not None else cache_dir()
+    check_output_dir(folder, f"the demo cache folder (${CACHE_ENV}/demo)")
     sources = sample_sources()
     fingerprint = recipe_fingerprint(sources)
-    if is_complete(folder, fingerprint):
+    state = cache_state(folder, fingerprint) if folder.is_dir() else "outdated"
+    if state == "complete":
         log.info("demo set: reusing %s", folder)
         return folder
-    if folder.exists():  # an outdated set
+    if state == "damaged":
+        log.warning("demo set: %s has missing or changed files; rendering it again", folder)
+    if folder.exists():  # an outdated or damaged set
         shutil.rmtree(folder)
     log.info("demo set: rendering %d sample photos x %d categories x 5 severities into %s", len(sources),
              len(IMAGENET_C) + 2, folder)
     with atomic_folder(folder) as staging:
         files = render_demo_set(staging, sources)
-        write_json(staging / MARKER, fingerprint, indent=1)
+        write_json(staging / MARKER, {"recipe": fingerprint, "files": file_sizes(staging)}, indent=1)
     log.info("demo set: %d files written", files)
     return folder
 

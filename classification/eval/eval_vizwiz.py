@@ -12,9 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from classification.atomic import write_json
+from classification.atomic import check_output_dir, write_json
 from classification.classifiers import build_classifier
-from classification.errors import report_user_errors
+from classification.errors import UserInputError, report_user_errors
 from classification.checkpoints import resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import select_device
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = parse_command_line(build_parser(), argv, "%(asctime)s %(levelname)s %(message)s")
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserInputError(f"--batch_size must be at least 1 and --workers at least 0, got {args.batch_size} and "
+                             f"{args.workers}.")
+    check_output_dir(args.out, "--out")
     root = dataset_path("vizwiz", args.config, args.root)
     colm_path = resolve_colm(args.colm)
     dataset = VizWiz(root)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
+from classification.textfile import read_text
 from classification.eval.preprocess import CROP, load_eval_uint8
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
 
@@ -73,7 +74,7 @@ def read_split(split_file: Path) -> list[SplitLine]:
         raise UserInputError(f"split file {split_file} does not exist; write it with the scripts in data/ "
                              f"(one '<wnid>/<file>.JPEG <class index>' line per image) or pass --split PATH.")
     lines = []
-    for line_no, raw in enumerate(split_file.read_text().splitlines(), start=1):
+    for line_no, raw in enumerate(read_text(split_file, "split file").splitlines(), start=1):
         if not raw.strip():
             continue
         parts = raw.split()

@@ -181,18 +181,36 @@ def normalize_uint8(images: torch.Tensor, dtype: torch.dtype = torch.float32) ->
     return images.to(dtype).div_(255).sub_(mean).div_(std)
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit grey PNGs
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """16-bit samples (0..65535) to 8 bits, rounded: ``round(v / 257)`` (65535 -> 255, 257 -> 1)."""
+    return ((values.astype(np.uint32) + 128) // 257).clip(0, 255).astype(np.uint8)
+
+
+def pil_rgb8(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit grey images are scaled to 8 bits (PIL's ``convert`` would clip them
+    to 255, i.e. white); 16-bit colour PNGs already open as 8-bit RGB(A)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return Image.fromarray(to_8bit(np.asarray(image)), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 def decode_rgb_pil(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to a uint8 (H, W, 3) RGB array with PIL."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(pil_rgb8(img))
 
 
 def decode_rgb_torchvision(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to a uint8 (H, W, 3) RGB array with torchvision's libjpeg-turbo/libpng decoders."""
+    """Decode an image file to a uint8 (H, W, 3) RGB array with torchvision's libjpeg-turbo/libpng decoders
+    (16-bit PNGs are scaled to 8 bits)."""
     with warnings.catch_warnings():  # torchvision 0.29 announces a future move of its decoders to TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
         chw = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.RGB)
-    return chw.permute(1, 2, 0).contiguous().numpy()
+    hwc = chw.permute(1, 2, 0).contiguous().numpy()
+    return to_8bit(hwc) if hwc.dtype == np.uint16 else hwc
 
 
 def decode_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -12,11 +12,12 @@ was, then written, as JPEG quality 85, in the layouts ``classification/eval/imag
   per image and severity) applied in sequence at that severity;
 * ``images.txt`` (and ``mixed/images.txt``): ``<wnid>/<stem>.JPEG <class index>`` per rendered image.
 
-Determinism: every random draw derives from (seed, what, severity, image index), the index being the
-image's position in the sorted listing of the whole val folder, so the same seed gives the same bytes
-whatever ``--limit``, ``--workers`` or interruptions. A run skips files that exist (each file is
-written under a temporary name and renamed), and ``render_manifest.json`` refuses a resume with
-another seed or another val folder size.
+Determinism: every random draw derives from (seed, what, severity, the image's ``<wnid>/<file>`` name),
+so the same seed gives the same bytes whatever ``--limit``, ``--workers``, interruptions or images added
+to or deleted from the val folder. A run skips files that exist (each file is written under a temporary
+name in ``.partial/``, removed at the next start if a run was killed, and renamed into place),
+``render_manifest.json`` refuses a resume with another seed, and ``images.txt`` lists every image
+rendered so far (a resume with a smaller ``--limit`` keeps the others).
 
     python classification/eval/render.py --val /data/imagenet/val_classes --out /data/sympie-bench --workers 8
 """
@@ -30,6 +31,8 @@ import logging
 import multiprocessing
 import os
 import random
+import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -41,11 +44,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from classification.atomic import atomic_path, write_json
+from classification.atomic import atomic_path, check_output_dir, write_json
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.imagenetc import CROP, SEVERITIES, SPLIT_FILE
+from classification.eval.preprocess import pil_rgb8
 from classification.imagenet import imagenet_class_index
+from classification.textfile import read_text
 from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, IMAGENET_C_GROUPS, corrupt
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,7 @@ RESIZE = 256  # then the centre crop of CROP, as ImageNet-C was made
 JPEG_QUALITY = 85
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 MANIFEST = "render_manifest.json"
+STAGING = ".partial"  # temporary files, renamed into place when complete
 
 
 # --------------------------------------------------------------------------- what to render
@@ -114,23 +120,23 @@ class RenderPlan:
     parts: tuple[str, ...]
 
     def outputs(self, image: SourceImage) -> list[Output]:
-        wnid, stem, index = image.wnid, image.path.stem, image.index
+        wnid, stem, key = image.wnid, image.path.stem, image.line_path
         outputs: list[Output] = []
         if "imagenet-c" in self.parts:
             for name in self.corruptions:
                 for sev in SEVERITIES:
                     path = self.out / GROUP_OF[name] / name / str(sev) / wnid / f"{stem}.JPEG"
-                    outputs.append(Output(path, (Step(name, sev, derive_seed(self.seed, name, sev, index)),)))
+                    outputs.append(Output(path, (Step(name, sev, derive_seed(self.seed, name, sev, key)),)))
         if "clean" in self.parts:
             outputs.append(Output(self.out / "clean" / wnid / f"{stem}.jpg", ()))
         if "color" in self.parts:
             for sev in SEVERITIES:
-                rng = random.Random(derive_seed(self.seed, "color", sev, index))
+                rng = random.Random(derive_seed(self.seed, "color", sev, key))
                 step = Step(rng.choice(COLOR_WARPS), sev, rng.getrandbits(63))
                 outputs.append(Output(self.out / "color" / str(sev) / wnid / f"{stem}.jpg", (step,)))
         if "mixed" in self.parts:
             for sev in SEVERITIES:
-                rng = random.Random(derive_seed(self.seed, "mixed", sev, index))
+                rng = random.Random(derive_seed(self.seed, "mixed", sev, key))
                 names = rng.sample(IMAGENET_C, rng.choice(MIXED_COUNTS))
                 steps = tuple(Step(name, sev, rng.getrandbits(63)) for name in names)
                 outputs.append(Output(self.out / "mixed" / str(sev) / wnid / f"{stem}.JPEG", steps))
@@ -166,31 +172,38 @@ def spread_subset(sources: Sequence[SourceImage], limit: int | None) -> list[Sou
     return [sources[i * len(sources) // limit] for i in range(limit)]
 
 
-def write_split(path: Path, images: Iterable[SourceImage]) -> None:
+def write_split(path: Path, images: Iterable[SourceImage], sources: Sequence[SourceImage] | None = None) -> None:
+    """``images.txt`` of ``images``; with ``sources`` (a resume), the images an earlier run listed that are
+    still in ``sources`` are kept too, in source order."""
     class_index = imagenet_class_index()
+    chosen = {im.line_path: im for im in images}
+    if sources is not None and path.is_file():
+        by_line = {s.line_path: s for s in sources}
+        for line in read_text(path, "split file").splitlines():
+            earlier = by_line.get(line.split(" ")[0])
+            if earlier is not None:
+                chosen.setdefault(earlier.line_path, earlier)
+    ordered = sorted(chosen.values(), key=lambda im: im.index)
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{im.line_path} {class_index[im.wnid]}\n" for im in images))
+        tmp.write_text("".join(f"{im.line_path} {class_index[im.wnid]}\n" for im in ordered))
 
 
-def check_manifest(out: Path, seed: int, num_sources: int) -> None:
-    """Create ``out`` with a manifest, or check that it was made with the same seed and source count."""
+def check_manifest(out: Path, seed: int) -> None:
+    """Create ``out`` with a manifest, or check that it was made with the same seed."""
     manifest = out / MANIFEST
     if manifest.is_file():
         try:
             recorded = json.loads(manifest.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserInputError(f"{manifest} is not valid JSON; delete the output folder or fix the file.") from None
-        if recorded.get("seed") != seed:
-            raise UserInputError(f"{out} was rendered with seed {recorded.get('seed')}, not {seed}; pass "
-                                 f"--seed {recorded.get('seed')} to resume it or choose another --out.")
-        if recorded.get("num_source_images") != num_sources:
-            raise UserInputError(f"{out} was rendered from a val folder of {recorded.get('num_source_images')} "
-                                 f"images, this one has {num_sources}; use the same --val or another --out.")
+        if not isinstance(recorded, dict) or recorded.get("seed") != seed:
+            seen = recorded.get("seed") if isinstance(recorded, dict) else None
+            raise UserInputError(f"{out} was rendered with seed {seen}, not {seed}; pass --seed {seen} to resume "
+                                 f"it or choose another --out.")
         return
     if out.exists() and any(out.iterdir()):
         raise UserInputError(f"{out} is not empty and has no {MANIFEST}; choose an empty or new --out folder.")
-    write_json(manifest, {"seed": seed, "num_source_images": num_sources, "resize": RESIZE, "crop": CROP,
-                          "jpeg_quality": JPEG_QUALITY}, indent=2)
+    write_json(manifest, {"seed": seed, "resize": RESIZE, "crop": CROP, "jpeg_quality": JPEG_QUALITY}, indent=2)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -199,7 +212,7 @@ def load_crop(path: Path) -> np.ndarray:
     """Decode RGB, Resize(256) (short side, bilinear, antialiased) and CenterCrop(224): HxWx3 uint8."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image = pil_rgb8(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserInputError(f"cannot decode image {path} ({err}); replace or delete it, then run again "
                              f"(finished files are kept).") from None
@@ -225,8 +238,9 @@ def apply_steps(image: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
     return image
 
 
-def save_jpeg(image: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
+def save_jpeg(image: np.ndarray, path: Path, staging: Path | None = None) -> None:
+    """JPEG quality 85, written under a temporary name (in ``staging`` if given) and renamed into place."""
+    with atomic_path(path, staging) as tmp:
         Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=True)  # as ImageNet-C
 
 
@@ -236,7 +250,7 @@ def render_image(plan: RenderPlan, image: SourceImage) -> int:
     if todo:
         crop = load_crop(image.path)
         for output in todo:
-            save_jpeg(apply_steps(crop, output.steps), output.path)
+            save_jpeg(apply_steps(crop, output.steps), output.path, plan.out / STAGING)
     return len(todo)
 
 
@@ -247,6 +261,7 @@ def _init_worker(plan: RenderPlan) -> None:
     global _WORKER_PLAN
     _WORKER_PLAN = plan
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to report (one line)
 
 
 def _render_in_worker(image: SourceImage) -> int:
@@ -312,15 +327,18 @@ def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, co
         raise UserInputError(f"--limit must be a positive number of images, got {limit}.")
     if workers < 0:
         raise UserInputError(f"--workers must be 0 (in this process) or more, got {workers}.")
+    check_output_dir(out, "--out")
     sources = list_sources(val)
-    check_manifest(out, seed, len(sources))
+    check_manifest(out, seed)
+    shutil.rmtree(out / STAGING, ignore_errors=True)  # temporaries of a killed run
     plan = RenderPlan(out, seed, tuple(corruptions), tuple(parts))
     images = spread_subset(sources, limit)
     total_files = len(images) * len(plan.outputs(images[0]))
     written = _render_all(plan, images, workers)
-    write_split(out / SPLIT_FILE, images)
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+    write_split(out / SPLIT_FILE, images, sources)
     if "mixed" in parts:
-        write_split(out / "mixed" / SPLIT_FILE, images)
+        write_split(out / "mixed" / SPLIT_FILE, images, sources)
     summary = {"images": len(images), "written": written, "present": total_files - written,
                "seconds": round(time.perf_counter() - start, 3)}
     log.info("%d images: %d files written, %d already present, in %.1f s; split file %s",

@@ -27,7 +27,7 @@ import PIL
 import torch
 import torchvision
 
-from classification.atomic import write_json
+from classification.atomic import check_output_dir, write_json
 from classification.classifiers import build_classifier
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     args = parse_command_line(parser, argv, "%(asctime)s %(levelname)s %(message)s")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    if args.workers < 0:
+        raise UserInputError(f"--workers must be 0 (load in this process) or more, got {args.workers}.")
+    check_output_dir(args.out, "--out")
     if args.demo:
         check_demo_arguments(args, parser)
         return run_demo(args)

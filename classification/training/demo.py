@@ -16,10 +16,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from classification.atomic import atomic_folder
+from classification.atomic import atomic_folder, check_output_dir
 from classification.errors import UserInputError
 from classification.imagenet import imagenet_class_index
-from classification.samples import SAMPLE_LABELS, cache_root, sample_path
+from classification.samples import CACHE_ENV, SAMPLE_LABELS, cache_root, sample_path
 
 VARIANTS_PER_PHOTO = 30
 VARIANT_SIZE = 288
@@ -64,7 +64,7 @@ def demo_image_folder() -> Path:
     Every process of a torchrun launch may get here first: each renders its own copy, and the first one
     renamed into place is kept (the content is the same, it is seeded).
     """
-    target = cache_root() / FOLDER_NAME
+    target = check_output_dir(cache_root() / FOLDER_NAME, f"the demo cache folder (${CACHE_ENV}/{FOLDER_NAME})")
     if not target.is_dir():
         with atomic_folder(target) as staging:
             write_demo_image_folder(staging)
