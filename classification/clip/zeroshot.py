@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.atomic import torch_save
+from classification.distributed import select_device
 from classification.errors import UserInputError
 from classification.normalization import Renormalize
 
@@ -117,7 +118,7 @@ def build_clip_classifier(pretrained: bool = True, templates: str = "single",
         tokenizer = open_clip.get_tokenizer(MODEL_NAME)
 
         def compute() -> torch.Tensor:  # on a GPU when there is one: the 80-template ensemble is 80,000 prompts
-            encoder = model.to("cuda" if torch.cuda.is_available() else "cpu")
+            encoder = model.to(select_device())
             try:
                 return encode_class_embeddings(encoder, tokenizer, classnames, modes)
             finally:
