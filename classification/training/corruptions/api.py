@@ -1,6 +1,7 @@
 """Public entry points of the corruption engine: one uint8 image, or a batch of tensors on any device."""
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Sequence
 
@@ -9,7 +10,9 @@ import torch
 from PIL import Image
 
 from classification.errors import UserInputError
-from classification.training.corruptions.registry import CORRUPTIONS
+from classification.training.corruptions.convert import to_float_tensor, to_uint8_array
+from classification.training.corruptions.registry import ARRAY_CORRUPTIONS, CORRUPTIONS
+from classification.training.corruptions.threads import single_thread
 
 IMAGENET_C_GROUPS: dict[str, tuple[str, ...]] = {
     "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
@@ -34,6 +37,9 @@ TRAINING_SET_NO_COLOR: tuple[str, ...] = TRAINING_SET[:19]
 
 MAX_SEVERITY = 5
 CPU_CHUNK = 4  # images corrupted together on the CPU
+# CPU batches up to this size run on one intra-op thread of the calling thread (threads.py): they are
+# too small for a second thread to pay off, and under load it makes them several times slower.
+SMALL_CPU_BATCH = 8
 
 
 def _check_name(name: object) -> str:
@@ -99,15 +105,17 @@ def corrupt_batch(
             groups.setdefault(key, []).append(i)
     # On the CPU a few images at a time keep the intermediates in cache (2-3x faster for big batches).
     chunk = CPU_CHUNK if images.device.type == "cpu" else count
-    for (name, severity), members in groups.items():
-        for start in range(0, len(members), chunk):
-            index = torch.tensor(members[start : start + chunk], device=images.device)
-            corrupted = CORRUPTIONS[name](work.index_select(0, index), severity, generator)
-            out.index_copy_(0, index, corrupted.to(work.dtype))
+    small = images.device.type == "cpu" and count <= SMALL_CPU_BATCH
+    with single_thread() if small else contextlib.nullcontext():
+        for (name, severity), members in groups.items():
+            for start in range(0, len(members), chunk):
+                index = torch.tensor(members[start : start + chunk], device=images.device)
+                corrupted = CORRUPTIONS[name](work.index_select(0, index), severity, generator)
+                out.index_copy_(0, index, corrupted.to(work.dtype))
     return out.mul_(255).round_().clamp_(0, 255).div_(255).to(images.dtype)
 
 
-def _image_to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
+def _as_uint8_image(image: np.ndarray | Image.Image) -> np.ndarray:
     if isinstance(image, Image.Image):
         if image.mode != "RGB":
             raise UserInputError(f"expected an RGB PIL image, got mode {image.mode!r}; convert it with image.convert('RGB')")
@@ -115,22 +123,29 @@ def _image_to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         given = f"a {image.shape} {image.dtype} array" if isinstance(image, np.ndarray) else type(image).__name__
         raise UserInputError(f"image must be an HxWx3 uint8 array or an RGB PIL image, got {given}")
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].to(torch.float32) / 255
+    return image
 
 
 def corrupt(image: np.ndarray | Image.Image, name: str, severity: int, seed: int | None = None) -> np.ndarray:
     """Corrupt one HxWx3 uint8 image (numpy or RGB PIL); returns an HxWx3 uint8 numpy array.
 
-    The same ``seed`` gives the same output; ``seed=None`` draws fresh randomness.
+    The same ``seed`` gives the same output, equal to ``corrupt_batch`` on the image as a batch of one
+    with a generator seeded alike; ``seed=None`` draws fresh randomness. The work runs on one intra-op
+    thread of the calling thread (see ``threads.py``; no global setting is changed).
     """
-    x = _image_to_tensor(image)
+    image = _as_uint8_image(image)
+    name, severity = _check_name(name), _check_severity(severity)
+    if severity == 0:
+        return image.copy()
     generator = torch.Generator()
     if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)
-    y = corrupt_batch(x, [name], [severity], generator)
-    return (y[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    with single_thread():
+        if name in ARRAY_CORRUPTIONS:
+            return ARRAY_CORRUPTIONS[name](image, severity, generator)
+        return to_uint8_array(CORRUPTIONS[name](to_float_tensor(image), severity, generator)[0])
 
 
 def sample_corruption(rng: random.Random, names: Sequence[str] = TRAINING_SET) -> tuple[str, int]:

@@ -5,7 +5,16 @@ from functools import lru_cache
 
 import torch
 
-from classification.training.corruptions import filters
+from classification.training.corruptions.filters import (
+    clipped_zoom,
+    correlate1d,
+    correlate2d,
+    filter_matrix,
+    gaussian_filter,
+    gaussian_filter1d,
+    gaussian_kernel1d,
+    motion_blur as directional_blur,
+)
 from classification.training.corruptions.registry import register
 
 
@@ -17,16 +26,16 @@ def _defocus_kernel(radius: int, alias_blur: float) -> torch.Tensor:
     disk = (coords[:, None] ** 2 + coords[None, :] ** 2 <= radius**2).to(torch.float64)
     disk /= disk.sum()
     aliasing_radius = 1 if radius <= 8 else 2
-    smooth = filters.gaussian_kernel1d(alias_blur, aliasing_radius)
+    smooth = gaussian_kernel1d(alias_blur, aliasing_radius)
     disk = disk[None, None]
-    disk = filters.correlate1d(filters.correlate1d(disk, smooth, -1, "reflect"), smooth, -2, "reflect")
+    disk = correlate1d(correlate1d(disk, smooth, -1, "reflect"), smooth, -2, "reflect")
     return disk[0, 0]
 
 
 @register("defocus_blur")
 def defocus_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     radius, alias_blur = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))[severity - 1]
-    return filters.correlate2d(x, _defocus_kernel(radius, alias_blur), "reflect").clamp_(0, 1)
+    return correlate2d(x, _defocus_kernel(radius, alias_blur), "reflect").clamp_(0, 1)
 
 
 def _glass_prefilter(x: torch.Tensor, sigma: float, max_delta: int, iterations: int) -> torch.Tensor:
@@ -37,10 +46,10 @@ def _glass_prefilter(x: torch.Tensor, sigma: float, max_delta: int, iterations: 
     ``iterations`` (border replicate everywhere). The statistics of ``corruption_stats.json`` depend
     on that channel mixing, so it is reproduced.
     """
-    x = filters.gaussian_filter1d(filters.gaussian_filter1d(x, sigma, -2), max_delta, -1)
+    x = gaussian_filter1d(gaussian_filter1d(x, sigma, -2), max_delta, -1)
     radius = int(4.0 * iterations + 0.5)
-    kernel = tuple(filters.gaussian_kernel1d(iterations, radius).tolist())
-    mixing = filters.filter_matrix(x.shape[1], kernel, "replicate").to(x.device, x.dtype)
+    kernel = tuple(gaussian_kernel1d(iterations, radius).tolist())
+    mixing = filter_matrix(x.shape[1], kernel, "replicate").to(x.device, x.dtype)
     x = torch.einsum("oc,bchw->bohw", mixing, x)
     return torch.floor(x * 255) / 255
 
@@ -109,7 +118,7 @@ def glass_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> to
         codes = torch.randint(0, shift_of_code.numel(), (b, steps), generator=generator, device=x.device)
         sources = shuffle_sources(h, w, max_delta, shift_of_code[codes])
         flat = flat.gather(2, sources[:, None, :].expand(b, c, h * w))
-    return filters.gaussian_filter(flat.reshape(b, c, h, w), sigma).clamp_(0, 1)
+    return gaussian_filter(flat.reshape(b, c, h, w), sigma).clamp_(0, 1)
 
 
 @register("motion_blur")
@@ -117,7 +126,7 @@ def motion_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> t
     """ImageMagick motion blur along a random angle in [-45, 45] degrees per image."""
     radius, sigma = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))[severity - 1]
     angles = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=torch.float64) * 90 - 45
-    return filters.motion_blur(x, radius, sigma, angles).clamp_(0, 1)
+    return directional_blur(x, radius, sigma, angles).clamp_(0, 1)
 
 
 def _zoom_factors(severity: int) -> list[float]:
@@ -132,11 +141,11 @@ def zoom_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> tor
     x = x.contiguous(memory_format=torch.channels_last)  # bilinear resizing is faster channels-last
     out = x * 2  # the image itself and its zoom by 1.0
     for factor in factors[1:]:
-        out += filters.clipped_zoom(x, factor)
+        out += clipped_zoom(x, factor)
     return out.div_(len(factors) + 1).clamp_(0, 1).contiguous()
 
 
 @register("gaussian_blur")
 def gaussian_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     sigma = (1, 2, 3, 4, 6)[severity - 1]
-    return filters.gaussian_filter(x, sigma).clamp_(0, 1)
+    return gaussian_filter(x, sigma).clamp_(0, 1)

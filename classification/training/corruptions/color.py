@@ -5,9 +5,11 @@ which only rescales the constant colours.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from classification.training.corruptions.registry import register
+from classification.training.corruptions.convert import unit_to_uint8
+from classification.training.corruptions.registry import register, register_array
 
 
 def _uniform_integers(low: int, high: int, shape: tuple[int, ...], x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -24,6 +26,14 @@ def _colour(red: torch.Tensor | float, green: torch.Tensor, blue: torch.Tensor) 
 @register("darken")
 def darken(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     return x / (severity + 1)
+
+
+@register_array("darken")
+def darken_array(image: np.ndarray, severity: int, generator: torch.Generator) -> np.ndarray:
+    """:func:`darken` on one uint8 image in its own layout (the same float32 operations)."""
+    x = np.divide(image, np.float32(255), dtype=np.float32)
+    x /= np.float32(severity + 1)
+    return unit_to_uint8(x)
 
 
 @register("sunset")

@@ -3,13 +3,16 @@ and saturate (extra)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import torch
 from PIL import Image
 
-from classification.training.corruptions import filters
-from classification.training.corruptions.registry import register
+from classification.training.corruptions.convert import to_float_tensor, to_uint8_array
+from classification.training.corruptions.filters import gaussian_filter, sample_bilinear
+from classification.training.corruptions.registry import register, register_array
 
 
 @register("contrast")
@@ -25,14 +28,39 @@ def contrast(x: torch.Tensor, severity: int, generator: torch.Generator) -> torc
 # without the round trip through the hue (same result as ``filters.hsv_to_rgb``, a few times faster).
 
 
+BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
 @register("brightness")
 def brightness(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     """Add ``c`` to the HSV value."""
-    c = (0.1, 0.2, 0.3, 0.4, 0.5)[severity - 1]
+    c = BRIGHTNESS[severity - 1]
     value = x.amax(dim=1, keepdim=True)
     new_value = (value + c).clamp_(max=1)
     # RGB scales with V; a black pixel (hue 0, saturation 0) becomes grey.
     return torch.where(value > 0, x * (new_value / value.clamp(min=1e-12)), new_value).clamp_(0, 1)
+
+
+@lru_cache(maxsize=None)
+def _brightness_gains(severity: int) -> tuple[np.ndarray, float]:
+    """The gain of :func:`brightness` for each uint8 value level (float32, the same arithmetic), and black's new value."""
+    value = torch.arange(256, dtype=torch.float32).div_(255)
+    new_value = (value + BRIGHTNESS[severity - 1]).clamp_(max=1)
+    return (new_value / value.clamp(min=1e-12)).numpy(), float(new_value[0])
+
+
+@register_array("brightness")
+def brightness_array(image: np.ndarray, severity: int, generator: torch.Generator) -> np.ndarray:
+    """:func:`brightness` on one uint8 image: a gain looked up by the pixel's value level (same result)."""
+    gains, black = _brightness_gains(severity)
+    x = to_float_tensor(image)[0].numpy()
+    value = np.maximum(np.maximum(x[0], x[1]), x[2])
+    level = np.multiply(value, 255, dtype=np.float32)
+    level += 0.5
+    level = level.astype(np.intp)
+    x *= gains.take(level)
+    x[:, level == 0] = black
+    return to_uint8_array(x)
 
 
 @register("saturate")
@@ -87,46 +115,67 @@ def elastic_transform(x: torch.Tensor, severity: int, generator: torch.Generator
     )[severity - 1]
     b, _, h, w = x.shape
     src_y, src_x = _affine_sources(b, h, w, amount, generator, x.device)
-    warped = filters.sample_bilinear(x, src_y, src_x, "reflect")
+    warped = sample_bilinear(x, src_y, src_x, "reflect")
 
     noise = torch.rand(b, 2, h, w, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
-    shift = filters.gaussian_filter(noise, sigma, border="symmetric", truncate=3.0) * alpha
+    shift = gaussian_filter(noise, sigma, border="symmetric", truncate=3.0) * alpha
     rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None]
     cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, :]
-    out = filters.sample_bilinear(warped, rows + shift[:, 1], cols + shift[:, 0], "symmetric")
+    out = sample_bilinear(warped, rows + shift[:, 1], cols + shift[:, 0], "symmetric")
     return out.clamp_(0, 1)
 
 
-def _through_pil(x: torch.Tensor, transform) -> torch.Tensor:
-    """Apply ``transform`` (PIL image -> PIL image) to every image of the batch on its uint8 grid."""
-    arrays = (x * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    outputs = [np.asarray(transform(Image.fromarray(array)).convert("RGB")) for array in arrays]
-    out = torch.from_numpy(np.stack(outputs)).permute(0, 3, 1, 2)
-    return out.to(x.device, x.dtype) / 255
+def _through_arrays(x: torch.Tensor, transform: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+    """Apply ``transform`` (HxWx3 uint8 -> HxWx3 uint8) to every image of the batch on its uint8 grid."""
+    images = np.clip(np.rint(x.detach().cpu().numpy() * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    out = np.stack([transform(image) for image in images]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(out.astype(np.float32)).to(x.device, x.dtype) / 255
+
+
+def _box_upscale_index(small: int, large: int) -> np.ndarray:
+    """Source index of every output pixel of PIL's BOX resize from ``small`` up to ``large`` pixels: the
+    box is narrower than an input pixel, so each output pixel copies the input pixel under its centre."""
+    return np.floor((np.arange(large) + 0.5) * (small / large)).astype(np.int32)
+
+
+@lru_cache(maxsize=64)
+def _nearest_is_box(small: int, large: int) -> bool:
+    """Whether PIL's (much faster) NEAREST upscale picks the same pixels as BOX for these lengths; it
+    rounds its coordinates differently on a few lengths, so each pair is checked once, on an index ramp."""
+    ramp = Image.fromarray(np.arange(small, dtype=np.int32)[None])
+    picked = np.asarray(ramp.resize((large, 1), Image.Resampling.NEAREST))[0]
+    return bool(np.array_equal(picked, _box_upscale_index(small, large)))
+
+
+def pixelate_array(image: np.ndarray, severity: int) -> np.ndarray:
+    """PIL BOX downscale by ``c`` and BOX upscale back, on one HxWx3 uint8 image."""
+    c = (0.6, 0.5, 0.4, 0.3, 0.25)[severity - 1]
+    h, w = image.shape[:2]
+    small = Image.fromarray(image).resize((int(w * c), int(h * c)), Image.Resampling.BOX)
+    if _nearest_is_box(small.width, w) and _nearest_is_box(small.height, h):
+        return np.asarray(small.resize((w, h), Image.Resampling.NEAREST))
+    return np.asarray(small.resize((w, h), Image.Resampling.BOX))
+
+
+def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
+    """PIL JPEG encode and decode at quality ``c``, on one HxWx3 uint8 image."""
+    quality = (25, 18, 15, 10, 7)[severity - 1]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
 
 
 @register("pixelate")
 def pixelate(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    """PIL BOX downscale by ``c`` and BOX upscale back."""
-    c = (0.6, 0.5, 0.4, 0.3, 0.25)[severity - 1]
-    h, w = x.shape[-2:]
-
-    def transform(image: Image.Image) -> Image.Image:
-        small = image.resize((int(w * c), int(h * c)), Image.Resampling.BOX)
-        return small.resize((w, h), Image.Resampling.BOX)
-
-    return _through_pil(x, transform)
+    return _through_arrays(x, lambda image: pixelate_array(image, severity))
 
 
 @register("jpeg_compression")
 def jpeg_compression(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    """PIL JPEG encode and decode at quality ``c``."""
-    quality = (25, 18, 15, 10, 7)[severity - 1]
+    return _through_arrays(x, lambda image: jpeg_array(image, severity))
 
-    def transform(image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        return Image.open(buffer)
 
-    return _through_pil(x, transform)
+register_array("pixelate")(lambda image, severity, generator: pixelate_array(image, severity))
+register_array("jpeg_compression")(lambda image, severity, generator: jpeg_array(image, severity))

@@ -41,6 +41,10 @@ def border_index(n: int, before: int, after: int, border: str) -> torch.Tensor:
 
 def pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, border: str) -> torch.Tensor:
     """Pad the last two dimensions of ``x`` with ``border`` (any padding size)."""
+    h, w = x.shape[-2:]
+    native = border == "replicate" or (border == "reflect" and max(top, bottom) < h and max(left, right) < w)
+    if native and x.dim() == 4 and x.is_floating_point():  # torch's own padding: one pass, no index tensors
+        return F.pad(x, (left, right, top, bottom), mode=border)
     rows = border_index(x.shape[-2], top, bottom, border).to(x.device)
     cols = border_index(x.shape[-1], left, right, border).to(x.device)
     return x.index_select(-2, rows).index_select(-1, cols)
@@ -73,8 +77,10 @@ def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, border: str) ->
     taps = kernel.numel()
     radius = taps // 2
     if taps <= _MAX_TAPS_SHIFTED:
-        index = border_index(n, radius, radius, border).to(x.device)
-        padded = x.index_select(dim, index)
+        if dim in (-1, x.dim() - 1):
+            padded = pad(x, 0, 0, radius, radius, border)
+        else:
+            padded = pad(x, radius, radius, 0, 0, border)
         weights = kernel.tolist()
         out = padded.narrow(dim, 0, n) * weights[0]
         for t in range(1, taps):
@@ -98,22 +104,38 @@ def _fft_size(n: int) -> int:
         n += 1
 
 
-def _correlate_valid(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def _kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    flipped = kernel.flip(-1, -2).to(like.device, like.dtype)  # correlation = convolution, flipped
+    return torch.fft.rfft2(flipped, s=size)
+
+
+@lru_cache(maxsize=32)
+def _fixed_kernel_spectrum(
+    kernel: tuple[tuple[float, ...], ...], size: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The spectrum of a constant kernel (given by value), computed once per size, device and dtype."""
+    return _kernel_spectrum(torch.tensor(kernel, dtype=torch.float64), size, torch.empty(0, device=device, dtype=dtype))
+
+
+def _correlate_valid(padded: torch.Tensor, kernel: torch.Tensor, fixed: bool = False) -> torch.Tensor:
     """Correlation of (B,C,H+kh-1,W+kw-1) ``padded`` with ``kernel`` ((kh,kw), or (B,1,kh,kw) for one
-    kernel per image) where the kernel fits entirely: the (B,C,H,W) "valid" part, by FFT."""
+    kernel per image) where the kernel fits entirely: the (B,C,H,W) "valid" part, by FFT. A ``fixed``
+    (kh,kw) kernel has its spectrum cached."""
     kh, kw = kernel.shape[-2:]
     h, w = padded.shape[-2] - kh + 1, padded.shape[-1] - kw + 1
     size = (_fft_size(padded.shape[-2]), _fft_size(padded.shape[-1]))
-    flipped = kernel.flip(-1, -2).to(padded.device, padded.dtype)  # correlation = convolution, flipped
-    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(flipped, s=size)
-    full = torch.fft.irfft2(spectrum, s=size)
+    if fixed:
+        spectrum = _fixed_kernel_spectrum(tuple(map(tuple, kernel.tolist())), size, padded.device, padded.dtype)
+    else:
+        spectrum = _kernel_spectrum(kernel, size, padded)
+    full = torch.fft.irfft2(torch.fft.rfft2(padded, s=size) * spectrum, s=size)
     return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].contiguous()
 
 
 def correlate2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
-    """Centred 2-D correlation of every channel of ``x`` (B,C,H,W) with an odd (K,K) ``kernel``, by FFT."""
+    """Centred 2-D correlation of every channel of ``x`` (B,C,H,W) with a constant odd (K,K) ``kernel``, by FFT."""
     r = kernel.shape[-1] // 2
-    return _correlate_valid(pad(x, r, r, r, r, border), kernel)
+    return _correlate_valid(pad(x, r, r, r, r, border), kernel, fixed=True)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, border: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
@@ -136,10 +158,11 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
 
     ``2*radius+1`` taps, tap ``i`` weighted ``exp(-i^2 / (2 sigma^2))`` (normalised) and sampling the
     image at the whole-pixel offset ``(ceil(i*cos(a) - 0.5), ceil(i*sin(a) - 0.5))`` (x, y); pixels
-    outside the image repeat the edge. The taps of each image form a sparse 2-D kernel, and the
-    whole batch is filtered at once by FFT.
+    outside the image repeat the edge. On the CPU every image is a weighted sum of its shifted copies
+    (at most 41, cheaper than FFTs there); elsewhere the taps of each image form a sparse 2-D kernel,
+    and the whole batch is filtered at once by FFT.
     """
-    b = x.shape[0]
+    b, _, h, w = x.shape
     width = 2 * radius + 1
     taps = torch.arange(width, dtype=torch.float64)
     weights = torch.exp(-(taps**2) / (2 * sigma**2))
@@ -147,13 +170,19 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
     angles = torch.deg2rad(angles_deg.detach().to("cpu", torch.float64)).reshape(b, 1)
     dx = torch.ceil(taps * torch.cos(angles) - 0.5).long()  # (B, width)
     dy = torch.ceil(taps * torch.sin(angles) - 0.5).long()
-    # One kernel grid for the batch: the bounding box of every image's offsets.
+    # One padding for the batch: the bounding box of every image's offsets.
     top, bottom = max(0, -int(dy.min())), max(0, int(dy.max()))
     left, right = max(0, -int(dx.min())), max(0, int(dx.max()))
+    padded = pad(x, top, bottom, left, right, "replicate")
+    if x.device.type == "cpu":
+        out = torch.zeros_like(x)
+        for i in range(b):
+            for weight, row, col in zip(weights.tolist(), (dy[i] + top).tolist(), (dx[i] + left).tolist()):
+                out[i].add_(padded[i, :, row : row + h, col : col + w], alpha=weight)
+        return out
     kh, kw = top + bottom + 1, left + right + 1
     kernels = torch.zeros(b, kh * kw, dtype=torch.float64)
     kernels.scatter_add_(1, (dy + top) * kw + dx + left, weights.expand(b, -1))
-    padded = pad(x, top, bottom, left, right, "replicate")
     return _correlate_valid(padded, kernels.reshape(b, 1, kh, kw))
 
 

@@ -49,7 +49,6 @@ SPATTER_MAX_DISTANCE = 20
 CANNY_THRESHOLDS = (50.0, 150.0)
 TAN_22_5 = math.tan(math.radians(22.5))
 EMBOSS = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))
-SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, like: torch.Tensor):
@@ -72,31 +71,30 @@ def plasma_fractal(batch: int, size: int, decay: float, generator: torch.Generat
     The grid wraps around; the corner starts at 0 and the random amplitude ("wibble") starts at 100:
     every new point is the mean of its four neighbours plus ``wibble * U(-wibble, wibble)``, and the
     wibble is divided by ``decay`` whenever the step halves. Each step fills all squares, then all
-    diamonds, of every image at once.
+    diamonds, of every image at once; the uniforms of all steps are drawn in one call.
     """
     grid = torch.zeros(batch, size, size, device=like.device, dtype=like.dtype)
-    step, wibble = size, 100.0
-    while step >= 2:
+    steps = [size >> level for level in range(size.bit_length() - 1)]  # size, size/2, ..., 2
+    counts = [3 * (size // step) ** 2 for step in steps]
+    uniforms = _uniform((batch, sum(counts)), -1.0, 1.0, generator, like).split(counts, dim=1)
+    wibble = 100.0
+    for step, u in zip(steps, uniforms):
         half, n = step // 2, size // step
-
-        def jitter() -> torch.Tensor:
-            return wibble * _uniform((batch, n, n), -wibble, wibble, generator, like)
-
+        jitter = u.reshape(batch, 3, n, n) * (wibble * wibble)  # wibble * U(-wibble, wibble)
         corners = grid[:, ::step, ::step]
-        square = corners + corners.roll(-1, 1)
-        square = square + square.roll(-1, 2)
-        grid[:, half::step, half::step] = square / 4 + jitter()
-        centres = grid[:, half::step, half::step]
+        below = corners.roll(-1, 1)
+        square = corners + below
+        centres = (square + square.roll(-1, 2)).div_(4).add_(jitter[:, 0])
+        grid[:, half::step, half::step] = centres
         # Top edge midpoints (i*step, j*step + half): corners left/right, centres above/below.
-        top = corners + corners.roll(-1, 2) + centres + centres.roll(1, 1)
+        top = (corners + corners.roll(-1, 2)).add_(centres).add_(centres.roll(1, 1))
         # Left edge midpoints (i*step + half, j*step): corners above/below, centres left/right.
-        left = corners + corners.roll(-1, 1) + centres + centres.roll(1, 2)
-        grid[:, ::step, half::step] = top / 4 + jitter()
-        grid[:, half::step, ::step] = left / 4 + jitter()
-        step = half
+        left = square.add_(centres).add_(centres.roll(1, 2))
+        grid[:, ::step, half::step] = top.div_(4).add_(jitter[:, 1])
+        grid[:, half::step, ::step] = left.div_(4).add_(jitter[:, 2])
         wibble /= decay
-    grid = grid - grid.amin(dim=(1, 2), keepdim=True)
-    return grid / grid.amax(dim=(1, 2), keepdim=True)
+    grid -= grid.amin(dim=(1, 2), keepdim=True)
+    return grid.div_(grid.amax(dim=(1, 2), keepdim=True))
 
 
 @register("fog")
@@ -265,6 +263,8 @@ def truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
     padded = F.pad(squared, (limit, limit), value=float(far * far))
     best = squared.clone()
     for offset in range(1, limit + 1):
+        if offset % 4 == 1 and offset * offset >= float(best.max()):
+            break  # farther columns add at least offset^2: nothing can get closer any more
         best = torch.minimum(best, padded[..., limit - offset : limit - offset + w] + offset * offset)
         best = torch.minimum(best, padded[..., limit + offset : limit + offset + w] + offset * offset)
     return best.sqrt_().clamp_(max=limit)
