@@ -25,6 +25,7 @@ from classification.atomic import atomic_folder, check_output_dir, write_json
 from classification.distributed import launched_world_size
 from classification.errors import UserInputError
 from classification.eval.grids import delta, load_grid, render_heatmap
+from classification.eval.imagenetc import SPLIT_FILE
 from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_steps, resize_and_crop, save_jpeg,
                                         write_split)
 from classification.imagenet import imagenet_class_index
@@ -120,7 +121,7 @@ def render_demo_set(out: Path, sources: list[SourceImage]) -> int:
                 written += 1
     finally:
         torch.set_num_threads(threads)
-    write_split(out / "images.txt", sources)
+    write_split(out / SPLIT_FILE, sources)
     return written
 
 
