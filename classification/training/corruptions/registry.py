@@ -27,23 +27,21 @@ ARRAY_CORRUPTIONS: dict[str, ArrayCorruptionFn] = {}
 
 def register(name: str) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator: add ``fn`` to :data:`CORRUPTIONS` under ``name``."""
-
-    def decorator(fn: CorruptionFn) -> CorruptionFn:
-        if name in CORRUPTIONS:
-            raise RuntimeError(f"corruption {name!r} registered twice")
-        CORRUPTIONS[name] = fn
-        return fn
-
-    return decorator
+    return _add_to(CORRUPTIONS, name, f"corruption {name!r}")
 
 
 def register_array(name: str) -> Callable[[ArrayCorruptionFn], ArrayCorruptionFn]:
     """Decorator: add the per-image uint8 path ``fn`` of corruption ``name`` to :data:`ARRAY_CORRUPTIONS`."""
+    return _add_to(ARRAY_CORRUPTIONS, name, f"per-image path of {name!r}")
 
-    def decorator(fn: ArrayCorruptionFn) -> ArrayCorruptionFn:
-        if name in ARRAY_CORRUPTIONS:
-            raise RuntimeError(f"per-image path of {name!r} registered twice")
-        ARRAY_CORRUPTIONS[name] = fn
+
+def _add_to(table: dict[str, Callable], name: str, what: str) -> Callable[[Callable], Callable]:
+    """A decorator that puts ``fn`` in ``table`` under ``name``; a second registration is a bug."""
+
+    def decorator(fn: Callable) -> Callable:
+        if name in table:
+            raise RuntimeError(f"{what} registered twice")
+        table[name] = fn
         return fn
 
     return decorator
