@@ -81,14 +81,15 @@ def write_demo_image_folder(root: Path) -> None:
         with Image.open(sample_path(name)) as photo:
             photo = photo.convert("RGB")
         for k in range(VARIANTS_PER_PHOTO):
-            variant_of(photo, rng).save(root / wnids[label] / f"{name}_{k:02d}.jpg", quality=95)
+            variant_of(photo, rng, VARIANT_SIZE).save(root / wnids[label] / f"{name}_{k:02d}.jpg", quality=95)
 
 
-def variant_of(photo: Image.Image, rng: random.Random) -> Image.Image:
-    """A random crop (60-100% of the side), maybe mirrored, resized to VARIANT_SIZE."""
-    side = int(photo.width * rng.uniform(0.6, 1.0))
+def variant_of(photo: Image.Image, rng: random.Random, size: int) -> Image.Image:
+    """A random square crop of 60-100 % of the short side, mirrored with probability 1/2, resized to
+    ``size`` x ``size`` (the variants of both training demos)."""
+    side = int(min(photo.size) * rng.uniform(0.6, 1.0))
     left, top = rng.randrange(photo.width - side + 1), rng.randrange(photo.height - side + 1)
     crop = photo.crop((left, top, left + side, top + side))
     if rng.random() < 0.5:
         crop = ImageOps.mirror(crop)
-    return crop.resize((VARIANT_SIZE, VARIANT_SIZE), Image.BILINEAR)
+    return crop.resize((size, size), Image.BILINEAR)
