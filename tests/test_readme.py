@@ -1,4 +1,7 @@
-"""Every command in the README's shell blocks names a script that exists and flags that script accepts.
+"""Every command in the READMEs' shell blocks names a script that exists and flags that script accepts.
+
+The top-level README and benchmarks/README.md run from the repository root, the folder READMEs of the
+evaluation, training and segmentation from their own folder (as they say).
 
 The commands themselves run elsewhere (the demo in tests/test_demo.py, installation and pytest in CI,
 the rest need datasets); this catches a README that drifts away from the code.
@@ -16,14 +19,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+READMES = {README: ROOT, ROOT / "benchmarks" / "README.md": ROOT,
+           **{ROOT / folder / "README.md": ROOT / folder
+              for folder in ("classification/eval", "classification/training", "segmentation")}}
 NOT_OURS = {"pip", "pytest", "tensorboard"}
 
 
 def readme_commands() -> list[tuple[Path, list[str]]]:
-    """(working directory, argv) of every command in the README's ```bash blocks, `cd` applied."""
+    """(working directory, argv) of every command in the READMEs' ```bash blocks, `cd` applied."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
-        cwd = ROOT
+    for readme, start in READMES.items():
+        commands += commands_of(readme, start)
+    return commands
+
+
+def commands_of(readme: Path, start: Path) -> list[tuple[Path, list[str]]]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), flags=re.S):
+        cwd = start
         for line in block.splitlines():
             line = line.split("  #", 1)[0].strip()
             if not line:
@@ -57,6 +70,11 @@ def test_readme_has_the_three_entry_commands():
     text = README.read_text()
     for command in ("pip install -r requirements.txt", "python classification/eval/validate.py --demo", "\npytest"):
         assert command in text
+
+
+def test_every_readme_with_commands_is_checked():
+    with_commands = {p for p in ROOT.rglob("README.md") if "```bash" in p.read_text() and ".git" not in p.parts}
+    assert with_commands <= set(READMES), f"add {sorted(map(str, with_commands - set(READMES)))} to READMES"
 
 
 @pytest.mark.parametrize("cwd, argv", COMMANDS, ids=[" ".join(a)[:60] for _, a in COMMANDS])
