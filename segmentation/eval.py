@@ -11,9 +11,7 @@ Command line (add ``torchrun --nproc_per_node N`` in front for distributed evalu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -26,6 +24,7 @@ from classification.checkpoints import resolve_colm
 from classification.cli import add_colm_argument, add_segmenter_args, parse_command_line
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
+from classification.frozen import eval_mode
 from classification.paths import add_config_argument, dataset_path
 from classification.training.model import SyMPIE
 from classification.weights import add_trust_argument
@@ -65,21 +64,6 @@ def predict(segmenter: nn.Module, images: torch.Tensor, sympie: nn.Module | None
     return logits
 
 
-@contextlib.contextmanager
-def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
-    """Put modules in eval mode and restore their train/eval state afterwards."""
-    present = [m for m in modules if m is not None]
-    states = [[(sub, sub.training) for sub in m.modules()] for m in present]
-    for m in present:
-        m.eval()
-    try:
-        yield
-    finally:
-        for saved in states:
-            for sub, training in saved:
-                sub.training = training
-
-
 def _module_device(module: nn.Module) -> torch.device:
     tensor = next(iter(module.parameters()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
@@ -112,7 +96,7 @@ def evaluate(segmenter: nn.Module, dataset: Dataset, sympie: nn.Module | None = 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
                         num_workers=workers, collate_fn=collate_by_size, pin_memory=device.type == "cuda")
     matrix = ConfusionMatrix(NUM_CLASSES, device)
-    with _eval_mode(segmenter, sympie), torch.inference_mode():
+    with eval_mode(segmenter, sympie), torch.inference_mode():
         progress = tqdm(loader, desc=desc, disable=rank != 0, dynamic_ncols=True)
         try:
             for groups in progress:

@@ -7,9 +7,8 @@ classifier on the corrupted crop, ``unwarped`` = classifier on the student-corre
 """
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from classification.normalization import normalize
 from classification.distributed import DistributedContext, all_reduce_sum, autocast, unwrap
+from classification.frozen import eval_mode
 from classification.training.ema import ema_update
 from classification.training.imagenetc import distort_batch, sample_seed
 from classification.training.model import CorrectColMulti
@@ -118,27 +118,15 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
     return StepOutput(metrics, visuals)
 
 
-@contextlib.contextmanager
-def nem_in_eval_mode(student: CorrectColMulti) -> Iterator[None]:
-    """The NEM alone in eval mode (BatchNorm on its running statistics, which stay untouched), as the
-    authors' ``colm.eval()`` during validation; the Clamp keeps its mode. Every NEM layer's mode is restored
-    after (layers kept in eval mode during training stay so)."""
-    modes = [(m, m.training) for m in student.nem.modules()]
-    student.nem.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 @torch.no_grad()
 def validate(student: CorrectColMulti, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
              ctx: DistributedContext, amp: bool = False) -> dict[str, float]:
     """Mean accuracies and their deltas over ``batches`` of every process (batch ``j`` uses classifier
-    ``j % n``), with the NEM in eval mode (:func:`nem_in_eval_mode`): the student's parameters and buffers
-    are left exactly as they were."""
-    with nem_in_eval_mode(student):
+    ``j % n``), with the NEM alone in eval mode, as the authors' ``colm.eval()``: BatchNorm on its running
+    statistics, which stay untouched, and the Clamp in its own mode. Every NEM layer's mode is restored after
+    (layers kept in eval mode during training stay so), and the student's parameters and buffers are left
+    exactly as they were."""
+    with eval_mode(student.nem):
         return _validate(student, batches, ctx, amp)
 
 
