@@ -63,6 +63,12 @@ def check_demo_arguments(args: argparse.Namespace, parser: argparse.ArgumentPars
     if args.clas not in (None, DEMO_CLASSIFIER):
         raise UserInputError(f"--demo evaluates {DEMO_CLASSIFIER} (offline weights), not --clas {args.clas}; drop "
                              f"--clas or run without --demo.")
+    check_cache_folder(cache_dir())
+
+
+def check_cache_folder(folder: Path) -> None:
+    """Refuse a cache location that cannot hold the demo set ($SYMPIE_CACHE a file, read-only...)."""
+    check_output_dir(folder, f"the demo cache folder (${CACHE_ENV}/demo)")
 
 
 def sample_sources(samples_dir: Path = SAMPLES_DIR) -> list[SourceImage]:
@@ -128,7 +134,7 @@ def render_demo_set(out: Path, sources: list[SourceImage]) -> int:
 def prepare_demo_set(folder: Path | None = None) -> Path:
     """The folder of the mini ImageNet-C, rendered now unless an identical complete one is cached."""
     folder = Path(folder) if folder is not None else cache_dir()
-    check_output_dir(folder, f"the demo cache folder (${CACHE_ENV}/demo)")
+    check_cache_folder(folder)
     sources = sample_sources()
     fingerprint = recipe_fingerprint(sources)
     state = cache_state(folder, fingerprint) if folder.is_dir() else "outdated"

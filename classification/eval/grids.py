@@ -98,7 +98,8 @@ def _mean(values: np.ndarray, axis: int) -> np.ndarray:
     return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
 
 
-NAME_FLAGS = (("debug_", "--debug"), ("demo_", "--demo"), ("bar_", "--bar"), ("mixed_", "--mixed"), ("quick_", "--quick"))
+NAME_FLAGS = (("debug_", "--debug"), ("demo_", "--demo"), ("bar_", "--bar"), ("mixed_", "--mixed"),
+              ("quick_", "--quick"))
 
 
 def validate_command(path: Path) -> str | None:

@@ -334,8 +334,10 @@ def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, co
     plan = RenderPlan(out, seed, tuple(corruptions), tuple(parts))
     images = spread_subset(sources, limit)
     total_files = len(images) * len(plan.outputs(images[0]))
-    written = _render_all(plan, images, workers)
-    shutil.rmtree(out / STAGING, ignore_errors=True)
+    try:
+        written = _render_all(plan, images, workers)
+    finally:  # also after an error or Ctrl-C: the workers are gone, so are their temporaries
+        shutil.rmtree(out / STAGING, ignore_errors=True)
     write_split(out / SPLIT_FILE, images, sources)
     if "mixed" in parts:
         write_split(out / "mixed" / SPLIT_FILE, images, sources)
