@@ -1,19 +1,26 @@
 """Evaluation throughput: the ImageNet-C loader per worker, and validate.py end to end on CPU.
 
     python benchmarks/bench_eval_loader.py [--images 64] [--repeats 5] [--e2e-repeats 3] [--workers 2]
+                                           [--batch-size N] [--formats effnet_lite0 rn50_1]
 
 1. Loader, one worker (one process, one torch thread): images/s of decode + resize 232 (INTER_AREA) +
    centre crop 224 + normalise on 224x224 JPEGs (quality 85, as ImageNet-C), once with torchvision's
    decoder and once with PIL's, and the time of each stage. The files are the six reference photos of
    tests/fixtures (and their mirror images). (validate.py normalises on the device, in the batch.)
 2. End to end: images/s of ``validate.py --mixed --clas rn18 --random-init`` on CPU over the same files
-   (loader workers + ResNet-18 forward + counting), as written in the run's .meta.json.
-Every figure is the median over the repeats.
+   (loader workers + ResNet-18 forward + counting, validate.py's CPU defaults: batch 32, channels-last),
+   as written in the run's .meta.json, against the classifier's forward-only images/s on the same
+   number of random batches with the same batch size, memory format and threads (goal: end to end
+   within 10% of forward-only, i.e. the loader is not what the evaluation waits for).
+3. Memory format: forward-only images/s of effnet_lite0 and ResNet-50 in NCHW and channels-last
+   (batch 32, default threads), the measurement behind validate.py's CPU default.
+Every figure is the median over the repeats (passes interleaved, so a busy machine slows them alike).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -24,12 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from classification.classifiers import build_classifier
 from classification.eval import validate
+from classification.eval.evaluate import eval_defaults
 from classification.eval.fake_benchmark import write_fake_benchmark
 from classification.eval.imagenetc import ImagenetCMixed
 from classification.eval.preprocess import (decode_rgb_pil, decode_rgb_torchvision, normalize_uint8, resize_crop,
                                             to_chw_tensor)
 
+CPU_FORMAT_BATCH = 32
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "reference" / "images"
 
 
@@ -76,14 +86,39 @@ def stage_times(paths: list[Path], repeats: int) -> dict[str, float]:
     return result
 
 
-def end_to_end_rate(root: Path, out: Path, workers: int, batch_size: int, repeats: int) -> float:
+def end_to_end_rate(root: Path, out: Path, workers: int, batch_size: int | None, repeats: int) -> float:
     rates = []
+    size = [] if batch_size is None else ["--batch_size", str(batch_size)]
     for _ in range(repeats):
         grid = validate.main(["--mixed", "--root", str(root), "--clas", "rn18", "--random-init", "--device", "cpu",
-                              "--workers", str(workers), "--batch_size", str(batch_size), "--out", str(out),
-                              "--no-progress"])
+                              "--workers", str(workers), *size, "--out", str(out), "--no-progress"])
         rates.append(json.loads(grid.with_suffix(".meta.json").read_text())["images_per_second"])
     return statistics.median(rates)
+
+
+def forward_rates(models: dict[str, tuple[torch.nn.Module, torch.memory_format]], images: int, batch_size: int,
+                  repeats: int) -> dict[str, float]:
+    """Median images/s of each (model, memory format)'s forward pass over ``images`` random images in batches of
+    ``batch_size``; passes interleaved."""
+    sizes = [min(batch_size, images - start) for start in range(0, images, batch_size)]
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for name, (model, fmt) in models.items():  # warm-up
+            model(torch.randn(sizes[0], 3, 224, 224).contiguous(memory_format=fmt))
+        for _ in range(repeats):
+            for name, (model, fmt) in models.items():
+                batches = [torch.randn(n, 3, 224, 224).contiguous(memory_format=fmt) for n in sizes]
+                start = time.perf_counter()
+                for batch in batches:
+                    model(batch)
+                rates[name].append(images / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def in_format(name: str, channels_last: bool) -> tuple[torch.nn.Module, torch.memory_format]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_classifier(name, pretrained=name == "effnet_lite0")  # effnet_lite0's weights ship offline
+    return model.to(memory_format=fmt), fmt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,10 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--e2e-repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="loader workers of the end-to-end run")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="end-to-end batch size (default: validate.py's)")
+    parser.add_argument("--formats", nargs="*", default=["effnet_lite0", "rn50_1"],
+                        help="classifiers of the memory-format comparison (none: skip it)")
     args = parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads available")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         root = write_fake_benchmark(Path(tmp) / "mixed", "imagenetc-mixed", num_images=args.images,
                                     photos=load_photos())
@@ -110,9 +147,24 @@ def main(argv: list[str] | None = None) -> None:
         for name, ms in stage_times(paths, args.repeats).items():
             print(f"  {name:<22} {ms:.3f} ms/image")
         torch.set_num_threads(threads)
+
+        batch_size, channels_last = eval_defaults(torch.device("cpu"), args.batch_size, None)
         rate = end_to_end_rate(root, Path(tmp) / "json", args.workers, args.batch_size, args.e2e_repeats)
-        print(f"validate.py end to end, rn18 (random weights) on CPU, {args.workers} workers, batch {args.batch_size}: "
-              f"{rate:7.1f} images/s (median of {args.e2e_repeats})")
+        forward = forward_rates({"rn18": in_format("rn18", channels_last)}, len(paths), batch_size,
+                                args.e2e_repeats)["rn18"]
+        layout = "channels-last" if channels_last else "NCHW"
+        print(f"validate.py end to end, rn18 (random weights) on CPU, {args.workers} workers, batch {batch_size}, "
+              f"{layout}: {rate:7.1f} images/s (median of {args.e2e_repeats}); forward only {forward:.1f} images/s: "
+              f"end to end = {100 * rate / forward:.0f}% of forward (goal >= 90%)")
+
+    if args.formats:
+        models = {f"{name} {label}": in_format(name, label == "channels-last")
+                  for name in args.formats for label in ("NCHW", "channels-last")}
+        rates = forward_rates(models, 2 * CPU_FORMAT_BATCH, CPU_FORMAT_BATCH, args.e2e_repeats)
+        for name in args.formats:
+            nchw, nhwc = rates[f"{name} NCHW"], rates[f"{name} channels-last"]
+            print(f"forward only, {name}, batch {CPU_FORMAT_BATCH}, {threads} threads: NCHW {nchw:.1f} images/s, "
+                  f"channels-last {nhwc:.1f} images/s (x{nhwc / nchw:.2f})")
 
 
 if __name__ == "__main__":

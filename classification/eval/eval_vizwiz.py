@@ -12,13 +12,15 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
 from classification.atomic import check_output_dir, write_json
 from classification.classifiers import build_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.checkpoints import resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import select_device
-from classification.eval.evaluate import build_eval_model
+from classification.eval.evaluate import build_eval_model, eval_defaults
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
 from classification.weights import add_trust_argument
@@ -33,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_classifier_args(parser)
     add_colm_argument(parser, "sympie", note=" ('none': only pred_orig.json is written)")
-    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=256,
-                        help="images per batch (default: 256)")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=None,
+                        help="images per batch (default: 32 on the CPU, 1000 on a GPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="loader processes (default: min(8, CPU count))")
     add_config_argument(parser)
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=None, help="VizWiz folder (overrides config_paths.yaml)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for pred_orig.json / pred_warp.json (default: vizwiz/ beside this script)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last memory format (default: on the CPU, where it is faster; off on a GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = parse_command_line(build_parser(), argv, "%(asctime)s %(levelname)s %(message)s")
-    if args.batch_size < 1 or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise UserInputError(f"--batch_size must be at least 1 and --workers at least 0, got {args.batch_size} and "
                              f"{args.workers}.")
     check_output_dir(args.out, "--out")
@@ -60,8 +64,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     models = {"orig": build_eval_model(classifier, None)}
     if colm_path is not None:
         models["warp"] = build_eval_model(classifier, colm_path, args.trust_checkpoint)
-    predictions = predict_vizwiz(models, dataset, batch_size=args.batch_size, workers=args.workers,
-                                 device=select_device(args.device), progress=not args.no_progress)
+    device = select_device(args.device)
+    batch_size, channels_last = eval_defaults(device, args.batch_size, args.channels_last)
+    if channels_last:  # the first convolution converts the (NCHW) input batch
+        models = {key: model.to(memory_format=torch.channels_last) for key, model in models.items()}
+    predictions = predict_vizwiz(models, dataset, batch_size=batch_size, workers=args.workers, device=device,
+                                 progress=not args.no_progress)
     written = {}
     for key, preds in predictions.items():
         path = Path(args.out) / OUTPUT_FILES[key]

@@ -36,7 +36,7 @@ from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_a
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
-from classification.eval.evaluate import GridCounts, build_eval_model, evaluate_grid
+from classification.eval.evaluate import GridCounts, build_eval_model, eval_defaults, evaluate_grid
 from classification.eval.grids import GRID_DIR
 from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_classifier_args(parser, default=None, default_text=f"{DEFAULT_CLASSIFIER}; {DEMO_CLASSIFIER} with --demo")
     add_colm_argument(parser)
-    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1000,
-                        help="images per batch and process (default: 1000)")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=None,
+                        help="images per batch and process (default: 32 on the CPU, 1000 on a GPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="loader processes per rank (default: min(8, CPU count))")
     parser.add_argument("--debug", action="store_true", help="evaluate one batch only (output gets a debug_ prefix)")
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "this script)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (classification/distributed.py); "
                                                            "the protocol is fp32")
-    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last memory format (default: on the CPU, where it is faster; off on a GPU)")
     parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
                         help="prompts of --clas clip: 'A photo of a {name}.' (single, the protocol, default) or the "
                              "80-template ensemble")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     """Run the evaluation; returns the path of the grid JSON on rank 0 (None on the other ranks)."""
     parser = build_parser()
     args = parse_command_line(parser, argv, "%(asctime)s %(levelname)s %(message)s")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserInputError(f"--batch_size must be at least 1, got {args.batch_size}.")
     if args.workers < 0:
         raise UserInputError(f"--workers must be 0 (load in this process) or more, got {args.workers}.")
@@ -202,6 +203,7 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
     """Evaluate ``args.clas`` (with SyMPIE when ``colm_path`` is set) on the dataset ``key`` at ``root``."""
     with distributed(args.device) as ctx:
         rank, world, device = ctx.rank, ctx.world_size, ctx.device
+        args.batch_size, args.channels_last = eval_defaults(device, args.batch_size, args.channels_last)
         dataset = DATASETS[key](root, args.split, quick=args.quick, skip_missing=args.skip_missing)
         if dataset.missing and rank == 0:
             log.warning("%d images listed in %s are missing and were skipped (first: %s, line %d)",
