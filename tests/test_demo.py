@@ -117,6 +117,42 @@ def test_demo_with_checkpoint_writes_both_grids_and_the_compare_heat_map(demo_ca
         assert len(grid) == 17 and all(len(row) == 5 for row in grid)
         assert (out / f"{name}.png").is_file()
     assert (out / "debug_demo_random_nem_effnet_lite0_vs_debug_demo_none_effnet_lite0.png").is_file()
+    summary = (out / demo.SUMMARY_NAME).read_text()
+    assert len(summary.splitlines()) == 1 and "random_nem.pth" in summary
+    assert all(f"{group} " in summary for group in ("15 corruptions", "noise", "blur", "weather", "digital",
+                                                     "colour warp", "clean"))
+
+
+@pytest.mark.parametrize("present, colm, expected, words", [
+    ((), None, None, "the classifier alone"),
+    (("sympie_demo.pth",), None, "sympie_demo.pth", "not the paper's model"),
+    (("sympie_demo.pth", "sympie.pth"), None, "sympie.pth", "the released SyMPIE checkpoint"),
+    (("sympie_demo.pth", "sympie.pth"), "none", None, "--colm none"),
+    (("sympie_demo.pth", "sympie.pth"), "sympie_demo", "sympie_demo.pth", "--colm"),
+])
+def test_demo_picks_the_checkpoint_it_says(tmp_path, present, colm, expected, words):
+    for name in present:
+        (tmp_path / name).write_bytes(b"")
+    path, which = demo.demo_checkpoint(colm, tmp_path)
+    assert path == (None if expected is None else tmp_path / expected)
+    assert words in which and (path is None or str(path) in which)
+
+
+def test_demo_evaluates_the_shipped_demo_model_by_default(demo_cache, tmp_path, monkeypatch, capsys):
+    """Without --colm and without sympie.pth, the demo runs with and without sympie_demo.pth and says so."""
+    monkeypatch.setenv(samples.CACHE_ENV, str(demo_cache))
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    torch.save({k: v.half() for k, v in ColModule().state_dict().items()}, checkpoints / "sympie_demo.pth")
+    monkeypatch.setattr(demo, "CHECKPOINT_DIR", checkpoints)
+    out = tmp_path / "json"
+    last = validate_main(["--demo", "--debug", "--out", str(out), "--workers", "0", "--batch_size", "4",
+                          "--no-progress"])
+    assert last == out / "debug_demo_sympie_demo_effnet_lite0.json"
+    assert (out / "debug_demo_none_effnet_lite0.json").is_file()
+    printed = capsys.readouterr().out
+    assert f"SyMPIE: the demo model {checkpoints / 'sympie_demo.pth'}" in printed
+    assert (out / demo.SUMMARY_NAME).read_text().strip() in printed
 
 
 @pytest.mark.slow

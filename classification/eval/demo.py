@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from classification.atomic import atomic_folder, check_output_dir, write_json
+from classification.atomic import atomic_folder, atomic_path, check_output_dir, write_json
+from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
 from classification.distributed import launched_world_size
 from classification.errors import UserInputError
 from classification.eval.grids import delta, load_grid, render_heatmap
@@ -30,7 +31,7 @@ from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_ste
                                         write_split)
 from classification.imagenet import imagenet_class_index
 from classification.samples import CACHE_ENV, SAMPLE_LABELS, SAMPLES_DIR, cache_root, sample_path
-from classification.training.corruptions import IMAGENET_C
+from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ DEMO_SEED = 0
 DEMO_PARTS = ("imagenet-c", "clean", "color")
 DEMO_RECIPE_VERSION = 1  # bump when the rendering changes, so that cached sets are rendered again
 MARKER = "demo_set.json"
+
+# the SyMPIE checkpoints --demo looks for in CHECKPOINT_DIR, in this order: the authors' release, then the demo
+# model this repository ships (trained by `train.py --recipe small`, see the checkpoints README)
+RELEASED_CHECKPOINT = "sympie.pth"
+DEMO_MODEL_CHECKPOINT = "sympie_demo.pth"
+SUMMARY_NAME = "demo_summary.txt"
 
 # validate.py flags that choose another dataset or classifier; --demo refuses them when set.
 CONTRADICTING_FLAGS = ("root", "split", "bar", "mixed", "quick", "skip_missing", "config", "random_init",
@@ -69,6 +76,48 @@ def check_demo_arguments(args: argparse.Namespace, parser: argparse.ArgumentPars
 def check_cache_folder(folder: Path) -> None:
     """Refuse a cache location that cannot hold the demo set ($SYMPIE_CACHE a file, read-only...)."""
     check_output_dir(folder, f"the demo cache folder (${CACHE_ENV}/demo)")
+
+
+def demo_checkpoint(colm: str | None, checkpoint_dir: Path | None = None) -> tuple[Path | None, str]:
+    """The SyMPIE checkpoint of ``--demo`` and a sentence saying which it is.
+
+    ``--colm`` given: that one (``none``: the classifier alone). Else the released ``sympie.pth`` when it is
+    in ``checkpoint_dir`` (default :data:`CHECKPOINT_DIR`), else the shipped demo model ``sympie_demo.pth``,
+    else none.
+    """
+    checkpoint_dir = CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir
+    if colm is not None:
+        path = resolve_colm(colm, checkpoint_dir)
+        return path, ("--colm none: the classifier alone" if path is None else f"--colm: {path}")
+    released, demo_model = checkpoint_dir / RELEASED_CHECKPOINT, checkpoint_dir / DEMO_MODEL_CHECKPOINT
+    if released.is_file():
+        return released, f"the released SyMPIE checkpoint {released}"
+    if demo_model.is_file():
+        return demo_model, (f"the demo model {demo_model} (trained by train.py --recipe small on a few public-domain "
+                            f"photos, not the paper's model; {RELEASED_CHECKPOINT} is not in {checkpoint_dir})")
+    return None, f"no SyMPIE checkpoint ({RELEASED_CHECKPOINT} or {DEMO_MODEL_CHECKPOINT} in {checkpoint_dir}): the classifier alone"
+
+
+def summary_line(base: Path, data: Path, label: str) -> str:
+    """One line: mean accuracy over the 15 ImageNet-C corruptions x 5 severities without and with SyMPIE and
+    the delta, then the same per group (noise, blur, weather, digital), the colour warp and clean."""
+    without, with_ = load_grid(base).values, load_grid(data).values
+    rows = {name: [IMAGENET_C.index(n) for n in names] for name, names in IMAGENET_C_GROUPS.items()}
+    rows = {"15 corruptions": list(range(len(IMAGENET_C))), **rows, "colour warp": [len(IMAGENET_C)],
+            "clean": [len(IMAGENET_C) + 1]}
+    parts = []
+    for name, index in rows.items():
+        a, b = float(np.nanmean(without[index])), float(np.nanmean(with_[index]))
+        parts.append(f"{name} {a:.1f} -> {b:.1f} ({b - a:+.1f})")
+    return f"demo, {DEMO_CLASSIFIER} accuracy % without -> with SyMPIE ({label}): " + "; ".join(parts)
+
+
+def write_summary(line: str, folder: Path) -> Path:
+    """``line`` into ``folder/demo_summary.txt`` (atomic)."""
+    path = folder / SUMMARY_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(line + "\n")
+    return path
 
 
 def sample_sources(samples_dir: Path = SAMPLES_DIR) -> list[SourceImage]:

@@ -31,9 +31,9 @@ from classification.atomic import check_output_dir, write_json
 from classification.classifiers import build_classifier
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
-from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, draw_heatmaps,
-                                     prepare_demo_set)
-from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
+                                     draw_heatmaps, prepare_demo_set, summary_line, write_summary)
+from classification.checkpoints import resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
 from classification.eval.evaluate import GridCounts, build_eval_model, eval_defaults, evaluate_grid
@@ -47,14 +47,14 @@ log = logging.getLogger("validate")
 
 DEFAULT_OUT = GRID_DIR
 DEFAULT_CLASSIFIER = "rn50_2"
-DEMO_CHECKPOINT_NAME = "sympie"
 MAX_LISTED_MISSING = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_classifier_args(parser, default=None, default_text=f"{DEFAULT_CLASSIFIER}; {DEMO_CLASSIFIER} with --demo")
-    add_colm_argument(parser)
+    add_colm_argument(parser, default=None, note=" (unset: none; with --demo, sympie.pth when it is in the "
+                                                 "checkpoints folder, else sympie_demo.pth)")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=None,
                         help="images per batch and process (default: 32 on the CPU, 1000 on a GPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--demo", action="store_true",
                         help=f"evaluate {DEMO_CLASSIFIER} on a mini ImageNet-C rendered from the sample photos (cached "
-                             f"in ${CACHE_ENV}/demo or ~/.cache/sympie/demo), with SyMPIE too when "
-                             f"{DEMO_CHECKPOINT_NAME}.pth is in the checkpoints folder or --colm names one; "
-                             f"writes demo_*.json and heat maps")
+                             f"in ${CACHE_ENV}/demo or ~/.cache/sympie/demo) without and with SyMPIE (--colm; "
+                             f"default sympie.pth when present, else the shipped demo model sympie_demo.pth); "
+                             f"writes demo_*.json, heat maps and demo_summary.txt")
     return parser
 
 
@@ -174,28 +174,27 @@ def main(argv: list[str] | None = None) -> Path | None:
         return run_demo(args)
     args.clas = args.clas or DEFAULT_CLASSIFIER
     key = dataset_key(args)
-    return run(args, key, dataset_path(key, args.config, args.root), resolve_colm(args.colm))
+    return run(args, key, dataset_path(key, args.config, args.root), resolve_colm(args.colm or "none"))
 
 
 def run_demo(args: argparse.Namespace) -> Path | None:
-    """``--demo``: the classifier alone and, when a SyMPIE checkpoint is at hand, with it; then the heat maps.
-    Returns the last grid written (None on ranks other than 0)."""
+    """``--demo``: the classifier alone and with SyMPIE (:func:`demo_checkpoint` says which), the heat maps
+    and, with SyMPIE, the one-line summary. Returns the last grid written (None on ranks other than 0)."""
     args.clas = DEMO_CLASSIFIER
+    colm, which = demo_checkpoint(args.colm)
+    log.info("SyMPIE for the demo: %s", which)
     root = prepare_demo_set()
-    default_checkpoint = CHECKPOINT_DIR / f"{DEMO_CHECKPOINT_NAME}.pth"
-    colms = [None]
-    if args.colm != "none":
-        colms.append(resolve_colm(args.colm))
-    elif default_checkpoint.is_file():
-        colms.append(default_checkpoint)
-    else:
-        log.info("no SyMPIE checkpoint at %s (or --colm PATH): evaluating %s alone", default_checkpoint, args.clas)
-    grids = [run(args, "imagenetc", root, colm) for colm in colms]
+    grids = [run(args, "imagenetc", root, path) for path in ([None] if colm is None else [None, colm])]
     if grids[-1] is None:
         return None
     for picture in draw_heatmaps(grids):
         log.info("wrote %s", picture)
-    print(f"demo set: {root}\n" + "".join(f"grid: {g}\n" for g in grids) + f"heat maps: {grids[0].parent}")
+    printed = f"SyMPIE: {which}\ndemo set: {root}\n" + "".join(f"grid: {g}\n" for g in grids)
+    printed += f"heat maps: {grids[0].parent}"
+    if len(grids) == 2:
+        line = summary_line(*grids, label=colm.name)
+        printed += f"\nsummary: {write_summary(line, grids[0].parent)}\n{line}"
+    print(printed)
     return grids[-1]
 
 

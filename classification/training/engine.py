@@ -40,13 +40,15 @@ class DeviceCorruptions:
     methods: Sequence[str]
     max_corruptions: int
     seed: int
+    clean_fraction: float = 0.0
 
     def __call__(self, crops: torch.Tensor, *keys: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 crops (B,3,H,W) -> (corrupted, clean), both ImageNet-normalised float."""
         seed = sample_seed(self.seed, *keys)
         generator = torch.Generator(device=crops.device).manual_seed(seed % 2**63)
         clean = crops.float().div_(255)
-        corrupted = distort_batch(clean, random.Random(seed), self.methods, self.max_corruptions, generator)
+        corrupted = distort_batch(clean, random.Random(seed), self.methods, self.max_corruptions, generator,
+                                  self.clean_fraction)
         return normalize(corrupted), normalize(clean)
 
 
@@ -61,6 +63,67 @@ def prepare_batch(batch: Sequence, device: torch.device, corruptions: DeviceCorr
     return x, y.to(device, non_blocking=True), z
 
 
+DISTILL_MODES = ("hard", "kl")
+
+
+@torch.no_grad()
+def classifier_targets(classifier: nn.Module, clean: torch.Tensor, distill: str = "hard", temperature: float = 1.0,
+                       amp: bool = False) -> torch.Tensor:
+    """The target of ``--labels classifier`` (beyond the paper): the frozen classifier's own output on the
+    clean crop, as its top-1 class indices (``hard``, (B,)) or its softmax at ``temperature`` (``kl``, (B,C))."""
+    if distill not in DISTILL_MODES:
+        raise ValueError(f"distill must be one of {DISTILL_MODES}, got {distill!r}")
+    with autocast(clean.device, amp):
+        logits = classifier(clean).to(clean.dtype)
+    return logits.argmax(1) if distill == "hard" else F.softmax(logits / temperature, 1)
+
+
+def target_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy to class indices (the paper's loss), or for a (B,C) probability target the distillation
+    loss ``T^2 * KL(target || softmax(logits / T))`` (batch mean)."""
+    if not target.is_floating_point():
+        return F.cross_entropy(logits, target)
+    log_probs = F.log_softmax(logits / temperature, 1)
+    return F.kl_div(log_probs, target.to(log_probs.dtype), reduction="batchmean") * temperature ** 2
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    """Class indices of a target: itself, or the argmax of a probability target."""
+    return target.argmax(1) if target.is_floating_point() else target
+
+
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Every BatchNorm layer of ``module`` in eval mode: running statistics used and left unchanged
+    (``train.py --freeze-nem-bn``, beyond the paper)."""
+    for m in batchnorm_layers(module):
+        m.eval()
+
+
+@torch.no_grad()
+def calibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Set the running statistics of every BatchNorm layer of ``module`` to the plain mean over ``batches``
+    (forward passes in training mode, nothing else changes), as ``--freeze-nem-bn`` does before it freezes
+    them: a freshly initialised NEM's statistics (mean 0, variance 1) would shrink its features ~10x."""
+    layers = batchnorm_layers(module)
+    momenta = [m.momentum for m in layers]
+    was_training = module.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    module.train()
+    try:
+        for x in batches:
+            module(x)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        module.train(was_training)
+
+
 @dataclass
 class StepOutput:
     """Per-process metrics of one step (0-dim tensors) and, on request, the tensors to visualise."""
@@ -72,27 +135,40 @@ class StepOutput:
 def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
                *, clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False,
-               keep_visuals: bool = False, sync_buffers: Callable[[], None] | None = None) -> StepOutput:
+               keep_visuals: bool = False, sync_buffers: Callable[[], None] | None = None,
+               temperature: float = 1.0, pixel_weight: float = 0.0) -> StepOutput:
     """Two rounds (``ce1`` on the corrupted input, ``round2_weight * ce2`` on the teacher-corrected input),
-    one optimizer and scheduler step, then the EMA update of the teacher.
+    one optimizer and scheduler step, then the EMA update of the teacher. With ``round2_weight == 0`` the
+    teacher's forward and round 2 are skipped (``ce2`` reads 0).
+
+    ``y`` is the target of both rounds: class indices (the paper's cross-entropy) or (B,C) probabilities
+    (distillation at ``temperature``, see :func:`target_loss`). ``pixel_weight`` > 0 adds that times the mean
+    squared error between the round-1 corrected crop and the clean crop ``z`` (beyond the paper).
 
     ``sync_buffers``, if given, runs just before the EMA update (to make the student's BatchNorm
     statistics identical across processes when there is no SyncBatchNorm).
     """
     core = unwrap(student)
-    with torch.no_grad(), autocast(x.device, amp):
-        _, _, teacher_corrected = teacher(x, clasid)
-    teacher_corrected = teacher_corrected.to(x.dtype)  # the input precision (autocast may give bf16)
+    if round2_weight:
+        with torch.no_grad(), autocast(x.device, amp):
+            _, _, teacher_corrected = teacher(x, clasid)
+        teacher_corrected = teacher_corrected.to(x.dtype)  # the input precision (autocast may give bf16)
 
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, amp):
         logits1, params1, corrected1 = student(x, clasid)
-    ce1 = F.cross_entropy(logits1.to(x.dtype), y)
-    ce1.backward()
-    with autocast(x.device, amp):
-        logits2, _, corrected2 = student(teacher_corrected, clasid)
-    ce2 = F.cross_entropy(logits2.to(x.dtype), y)
-    (round2_weight * ce2).backward()
+    ce1 = target_loss(logits1.to(x.dtype), y, temperature)
+    if pixel_weight:
+        (ce1 + pixel_weight * F.mse_loss(corrected1.to(x.dtype), z)).backward()
+    else:
+        ce1.backward()
+    if round2_weight:
+        with autocast(x.device, amp):
+            logits2, _, corrected2 = student(teacher_corrected, clasid)
+        ce2 = target_loss(logits2.to(x.dtype), y, temperature)
+        (round2_weight * ce2).backward()
+    else:
+        ce2, teacher_corrected, corrected2 = torch.zeros_like(ce1), x, corrected1
     optimizer.step()
     scheduler.step()
     if sync_buffers is not None:
@@ -103,13 +179,14 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
     with torch.no_grad(), autocast(x.device, amp):
         logits_warped = classifier(x)
         logits_original = classifier(z)
+    labels = hard_labels(y)
     metrics = {
         "loss": (ce1 + ce2).detach(),
         "ce_round1": ce1.detach(),
         "ce_round2": ce2.detach(),
-        "acc_original": accuracy(logits_original, y),
-        "acc_warped": accuracy(logits_warped, y),
-        "acc_unwarped": accuracy(logits1.detach(), y),
+        "acc_original": accuracy(logits_original, labels),
+        "acc_warped": accuracy(logits_warped, labels),
+        "acc_unwarped": accuracy(logits1.detach(), labels),
     }
     visuals = {}
     if keep_visuals:

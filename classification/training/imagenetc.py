@@ -37,35 +37,51 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm")
 VAL_EVERY = 50           # item i of the sorted file list is held out when i % VAL_EVERY == 0
 SPLITS = ("train", "val")
 MAX_REPLACEMENTS = 100   # undecodable files tolerated in a row before giving up
+NO_LABEL = -1            # the label of every image of an unlabelled (flat) folder
 
 
-def training_methods(no_color: bool = False) -> tuple[str, ...]:
-    """The corruption set of training: all 23 methods, or the first 19 without SyMPIE's colour warps."""
+def training_methods(no_color: bool = False, names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The corruption set of training: all 23 methods, or the first 19 without SyMPIE's colour warps, or
+    ``names`` when given (drawn uniformly, so a name given twice is drawn twice as often)."""
+    if names:
+        return tuple(names)
     return tuple(TRAINING_SET_NO_COLOR if no_color else TRAINING_SET)
 
 
-def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
+def scan_image_folder(root: str | os.PathLike, labelled: bool = True) -> tuple[list[str], list[tuple[str, int]]]:
     """Classes (sorted sub-folder names) and ``(path, class index)`` for every image, in sorted walk order.
 
-    Raises UserInputError when ``root`` is missing, has no class folders, or no images.
+    With ``labelled=False`` (``train.py --labels classifier``) the folder may also be flat: every image
+    under ``root`` is taken, with label :data:`NO_LABEL`, and there are no classes.
+    Raises UserInputError when ``root`` is missing, has no class folders (when ``labelled``), or no images.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserInputError(f"ImageNet folder {root} does not exist; pass --imagenet PATH or set 'imagenet' "
                              f"in config_paths.yaml to the ImageNet train folder.")
+    if not labelled:
+        samples = [(path, NO_LABEL) for path in image_files(root)]
+        if not samples:
+            raise UserInputError(f"image folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}).")
+        return [], samples
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     if not classes:
         raise UserInputError(f"ImageNet folder {root} has no class sub-folders; it must be the train folder "
-                             f"with one folder per class (n01440764/, n01443537/, ...).")
+                             f"with one folder per class (n01440764/, n01443537/, ...), or pass --labels "
+                             f"classifier to train on a flat folder of photos.")
     samples = []
     for index, name in enumerate(classes):
-        for folder, _, files in sorted(os.walk(root / name, followlinks=True)):
-            samples.extend((os.path.join(folder, f), index) for f in sorted(files)
-                           if f.lower().endswith(IMG_EXTENSIONS))
+        samples.extend((path, index) for path in image_files(root / name))
     if not samples:
         raise UserInputError(f"ImageNet folder {root} has {len(classes)} class folders but no images "
                              f"({', '.join(IMG_EXTENSIONS)}) in them.")
     return classes, samples
+
+
+def image_files(folder: Path) -> list[str]:
+    """Every image file under ``folder`` (symbolic links followed), in sorted walk order."""
+    return [os.path.join(path, f) for path, _, files in sorted(os.walk(folder, followlinks=True))
+            for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
 
 
 def sample_seed(*keys: int) -> int:
@@ -80,8 +96,11 @@ def to_normalized(image: np.ndarray) -> torch.Tensor:
 
 
 def apply_random_corruptions(image: np.ndarray, rng: random.Random, methods: Sequence[str],
-                             max_corruptions: int = 1) -> np.ndarray:
-    """``1 + randrange(max_corruptions)`` corruptions, each a uniform method and a severity in 0..5."""
+                             max_corruptions: int = 1, clean_fraction: float = 0.0) -> np.ndarray:
+    """``1 + randrange(max_corruptions)`` corruptions, each a uniform method and a severity in 0..5; with
+    probability ``clean_fraction`` none (no draw is made when it is 0, the paper's recipe)."""
+    if clean_fraction > 0 and rng.random() < clean_fraction:
+        return image
     for _ in range(1 + rng.randrange(max_corruptions)):
         name, severity = sample_corruption(rng, methods)
         image = corrupt(image, name, severity, seed=rng.getrandbits(63))
@@ -89,14 +108,15 @@ def apply_random_corruptions(image: np.ndarray, rng: random.Random, methods: Seq
 
 
 def distort_batch(images: torch.Tensor, rng: random.Random, methods: Sequence[str], max_corruptions: int = 1,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, clean_fraction: float = 0.0) -> torch.Tensor:
     """:func:`apply_random_corruptions` for a (B,3,H,W) batch in [0, 1] on any device, batched per round.
 
     Every image draws its own number of corruptions and its own (method, severity) per round, from the
     same distribution as the loader path; images with fewer rounds get severity 0 (unchanged).
     """
-    counts = [1 + rng.randrange(max_corruptions) for _ in range(images.shape[0])]
-    for round_index in range(max(counts)):
+    counts = [0 if clean_fraction > 0 and rng.random() < clean_fraction else 1 + rng.randrange(max_corruptions)
+              for _ in range(images.shape[0])]
+    for round_index in range(max(counts, default=0)):
         draws = [sample_corruption(rng, methods) if round_index < n else (methods[0], 0) for n in counts]
         names, severities = zip(*draws)
         images = corrupt_batch(images, list(names), list(severities), generator=generator)
@@ -111,16 +131,19 @@ class DistortImageFolder(Dataset):
         split: ``"train"`` (items with ``i % 50 != 0``) or ``"val"`` (the others).
         methods: corruption names drawn uniformly (default: the 23 of the training set).
         max_corruptions: each sample gets ``1 + randrange(max_corruptions)`` corruptions.
+        clean_fraction: probability that a sample gets no corruption at all (0: the paper's recipe).
         resize_size, crop_size: Resize (short side, bilinear) then RandomCrop.
         corrupt_in_loader: if False, return ``(uint8 crop (3,H,W), label)`` for :func:`distort_batch`.
         seed: makes every sample a function of ``(seed, epoch, index)``; see the module docstring.
         scan: a :func:`scan_image_folder` result to reuse (the train and val splits walk the folder once).
+        labelled: False accepts a flat folder (labels :data:`NO_LABEL`); see :func:`scan_image_folder`.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", methods: Sequence[str] = TRAINING_SET,
                  max_corruptions: int = 1, resize_size: int = 256, crop_size: int = 224,
                  corrupt_in_loader: bool = True, seed: int | None = None,
-                 scan: tuple[list[str], list[tuple[str, int]]] | None = None):
+                 scan: tuple[list[str], list[tuple[str, int]]] | None = None, clean_fraction: float = 0.0,
+                 labelled: bool = True):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if max_corruptions < 1:
@@ -133,7 +156,9 @@ class DistortImageFolder(Dataset):
                                  f"choose from {', '.join(sorted(CORRUPTIONS))}.")
         self.root = Path(root)
         self.split = split
-        self.classes, all_samples = scan if scan is not None else scan_image_folder(root)
+        if not 0 <= clean_fraction <= 1:
+            raise UserInputError(f"--clean-fraction must be in [0, 1], got {clean_fraction}.")
+        self.classes, all_samples = scan if scan is not None else scan_image_folder(root, labelled)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         keep_val = split == "val"
         self.samples = [s for i, s in enumerate(all_samples) if (i % VAL_EVERY == 0) == keep_val]
@@ -143,6 +168,7 @@ class DistortImageFolder(Dataset):
         self.targets = [label for _, label in self.samples]
         self.methods = tuple(methods)
         self.max_corruptions = max_corruptions
+        self.clean_fraction = clean_fraction
         self.resize_size = resize_size
         self.crop_size = crop_size
         self.corrupt_in_loader = corrupt_in_loader
@@ -163,7 +189,7 @@ class DistortImageFolder(Dataset):
         crop = self._random_crop(image, rng)
         if not self.corrupt_in_loader:
             return torch.from_numpy(crop).permute(2, 0, 1).contiguous(), label
-        corrupted = apply_random_corruptions(crop, rng, self.methods, self.max_corruptions)
+        corrupted = apply_random_corruptions(crop, rng, self.methods, self.max_corruptions, self.clean_fraction)
         return to_normalized(corrupted), label, to_normalized(crop)
 
     def _rng(self, index: int) -> random.Random:

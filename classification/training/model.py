@@ -64,6 +64,24 @@ class ColModule(nn.Module):
         return self.out(torch.flatten(self.gpool(self.backbone(x)), 1))
 
 
+IDENTITY_PARAMS = (1., 0., 0., 0., 1., 0., 0., 0., 1.,   # M = I
+                   0., 0., 0.,                            # s = 0
+                   *(1. if i == 12 else 0. for i in range(25)))  # K = unit impulse at the centre of 5x5
+
+
+@torch.no_grad()
+def identity_init_(nem: ColModule) -> ColModule:
+    """Make the NEM predict the identity warp for every image (beyond the paper, ``train.py --init identity``).
+
+    The output layer's weights become zero and its bias the identity parameters (colour matrix I, shift 0,
+    a 5x5 kernel with 1 at the centre), so ``ColWarp(x, nem(x)) == x`` exactly and training can only move
+    away from the input as the loss asks. The backbone keeps its (random) initialisation.
+    """
+    nem.out.weight.zero_()
+    nem.out.bias.copy_(torch.tensor(IDENTITY_PARAMS, dtype=nem.out.bias.dtype))
+    return nem
+
+
 def check_images(x: torch.Tensor) -> None:
     """Raise ValueError unless ``x`` is a floating (B,3,H,W) tensor."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():

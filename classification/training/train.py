@@ -22,26 +22,33 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from classification.cli import add_classifier_args, add_segmenter_args
 from classification.errors import UserInputError, report_user_errors
-from classification.atomic import check_output_dir
+from classification.atomic import check_output_dir, torch_save
 from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
                                         distributed, launched_rank, launched_world_size)
 from classification.training.ema import add_gradient_clamp_hooks
-from classification.training.engine import TRAIN_METRICS, DeviceCorruptions, prepare_batch, train_step, validate
+from classification.training.engine import (DISTILL_MODES, TRAIN_METRICS, DeviceCorruptions, calibrate_batchnorm,
+                                            classifier_targets, freeze_batchnorm, prepare_batch, train_step, validate)
 from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
-from classification.training.model import CorrectColMulti
+from classification.training.model import CorrectColMulti, estimation_view, identity_init_
 from classification.training.visualize import image_grid, parameter_images
 from classification.weights import add_trust_argument
 from segmentation.validation import Validator, build_validators
 
 log = logging.getLogger("sympie.train")
 
-TRAIN_PHASE, VAL_PHASE = 0, 1   # keys of the random streams
+TRAIN_PHASE, VAL_PHASE, CALIBRATION_PHASE = 0, 1, 2   # keys of the random streams
+CALIBRATION_BATCHES = 8  # --freeze-nem-bn: batches that set the NEM's BatchNorm statistics before freezing them
+# choices of the flags beyond the paper (checked by check_numbers: a wrong value gets one sentence); the
+# first of each is the default, the paper's behaviour
+INITS = ("random", "identity")
+LABELS = ("dataset", "classifier")
+RECIPES = ("paper", "small")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_segmenter_args(data, note=" for segmentation validation (skipped when missing)")
     data.add_argument("--max-corruptions", type=int, default=1, help="each image gets 1 + randrange(N) corruptions")
     data.add_argument("--no-color", action="store_true", help="train without SyMPIE's 4 colour corruptions")
+    data.add_argument("--corruptions", nargs="+", metavar="NAME",
+                      help="corruptions to draw from instead of the paper's 23, uniformly (a name given twice is "
+                           "drawn twice as often; beyond the paper)")
+    data.add_argument("--clean-fraction", type=float, default=0.0,
+                      help="probability that a crop is left clean (severity 0 for all its corruptions; beyond the "
+                           "paper)")
+    data.add_argument("--labels", default=LABELS[0],
+                      help="training target: 'dataset' (the class folders, the paper's) or 'classifier' (the frozen "
+                           "classifier's own output on the clean crop: any folder of photos, flat or not, trains)")
     data.add_argument("--gpu-corruptions", action="store_true",
                       help="corrupt batched on the training device instead of in the loader workers")
     data.add_argument("--resize-size", type=int, default=256)
@@ -67,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_classifier_args(model, several=True)
     model.add_argument("--classifier-dir", help="folder of the robust classifiers' checkpoints")
     add_trust_argument(model)
+    model.add_argument("--init", default=INITS[0],
+                       help="NEM output layer at the start: 'random' (the paper's) or 'identity' (zero weights, bias "
+                            "= the identity warp, so the corrected image starts equal to the input)")
 
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument("--epochs", type=int, default=100)
@@ -77,12 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--round2-weight", type=float, default=0.5, help="weight of the teacher-corrected round")
     recipe.add_argument("--grad-clamp", type=float, default=1.0,
                         help="per-parameter gradients with a norm >= this are rescaled to this norm")
+    recipe.add_argument("--distill", default=DISTILL_MODES[0],
+                        help="with --labels classifier: 'hard' (cross-entropy to its top-1 class) or 'kl' (KL "
+                             "divergence to its softmax at --temperature)")
+    recipe.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of --distill kl")
+    recipe.add_argument("--pixel-weight", type=float, default=0.0,
+                        help="weight of an auxiliary mean squared error between the corrected and the clean crop "
+                             "(normalised pixels; beyond the paper, 0 = off)")
+    recipe.add_argument("--freeze-nem-bn", action="store_true",
+                        help="keep the NEM's BatchNorm layers in eval mode while training (beyond the paper)")
     recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (see classification/distributed.py)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--demo", action="store_true",
                      help="smoke run on the sample photos with effnet_lite0 on CPU (a minute; logs/sympie_demo)")
+    run.add_argument("--recipe", default=RECIPES[0],
+                     help="'paper' (the flags' defaults) or 'small': the small-scale path on 2 CPU cores, effnet_lite0 "
+                          "and the public-domain photos of classification/training/demo_photos/train (explicit "
+                          "flags override it; see classification/training/README.md)")
     run.add_argument("--logdir", default="logs/sympie_rerun")
+    run.add_argument("--export", metavar="PATH",
+                     help="also write the final NEM state_dict in float16 to PATH (half the size; every loader "
+                          "casts it back to float32)")
     run.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", help="cpu, cuda (default: cuda when available)")
@@ -103,6 +138,16 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserInputError(f"--ema-rate must be in [0, 1], got {args.ema_rate}.")
     if args.lr <= 0 or args.grad_clamp <= 0:
         raise UserInputError("--lr and --grad-clamp must be positive.")
+    for flag, value, choices in (("--init", args.init, INITS), ("--labels", args.labels, LABELS),
+                                 ("--distill", args.distill, DISTILL_MODES), ("--recipe", args.recipe, RECIPES)):
+        if value not in choices:
+            raise UserInputError(f"{flag} {value!r} is not one of {', '.join(choices)}; pick one of them.")
+    if not 0 <= args.clean_fraction <= 1:
+        raise UserInputError(f"--clean-fraction must be in [0, 1], got {args.clean_fraction}.")
+    if args.pixel_weight < 0:
+        raise UserInputError(f"--pixel-weight cannot be negative, got {args.pixel_weight}.")
+    if args.temperature <= 0:
+        raise UserInputError(f"--temperature must be positive, got {args.temperature}.")
     if args.crop_size > args.resize_size:
         raise UserInputError(f"--crop-size ({args.crop_size}) cannot exceed --resize-size ({args.resize_size}).")
 
@@ -134,6 +179,9 @@ class Trainer:
         self.student = CorrectColMulti([c.to(device) for c in classifiers]).to(device)
         self.teacher = CorrectColMulti(self.student.classifiers).to(device).eval()
         self.teacher.requires_grad_(False)
+        if args.init == "identity":
+            identity_init_(self.student.nem)
+            identity_init_(self.teacher.nem)
         self.sync_bn = ctx.distributed and device.type == "cuda"
         if self.sync_bn:
             self.student.nem = nn.SyncBatchNorm.convert_sync_batchnorm(self.student.nem)
@@ -144,21 +192,24 @@ class Trainer:
         self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=args.lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps)
 
-        methods = training_methods(args.no_color)
+        methods = training_methods(args.no_color, args.corruptions)
         common = dict(methods=methods, max_corruptions=args.max_corruptions, resize_size=args.resize_size,
-                      crop_size=args.crop_size, corrupt_in_loader=not args.gpu_corruptions, scan=image_folder)
+                      crop_size=args.crop_size, corrupt_in_loader=not args.gpu_corruptions, scan=image_folder,
+                      clean_fraction=args.clean_fraction, labelled=args.labels == "dataset")
         self.train_set = DistortImageFolder(root, "train", seed=args.seed, **common)
         self.val_set = DistortImageFolder(root, "val", seed=sample_seed(args.seed, VAL_PHASE), **common)
         self.train_sampler, self.train_loader = self._loader(self.train_set, args.workers)
         self.val_sampler, self.val_loader = self._loader(self.val_set, args.val_workers)
         self.passes_per_epoch = math.ceil(args.iters_per_epoch / len(self.train_loader))
-        self.corruptions = (DeviceCorruptions(methods, args.max_corruptions, args.seed)
+        self.corruptions = (DeviceCorruptions(methods, args.max_corruptions, args.seed, args.clean_fraction)
                             if args.gpu_corruptions else None)
         self.validators = dict(validators or {})
 
         self.start_epoch, self.best = 0, {}
         if resume:
             self._load_checkpoint()
+        elif args.freeze_nem_bn:
+            self._calibrate_batchnorm()
         self.model: nn.Module = self.student
         if ctx.distributed:
             self.model = nn.parallel.DistributedDataParallel(
@@ -193,6 +244,9 @@ class Trainer:
             ckpt.save_nem(self.logdir / "final_ema.pth", self.teacher)
             self.writer.close()
             log.info("done: %s and %s", self.logdir / "final.pth", self.logdir / "final_ema.pth")
+            if args.export:
+                export_half(self.student, Path(args.export))
+                log.info("exported the final NEM in float16 to %s", args.export)
         barrier(self.ctx)
 
     def train_epoch(self, epoch: int) -> None:
@@ -200,11 +254,17 @@ class Trainer:
         for i, batch in enumerate(self.epoch_batches(epoch)):
             step = epoch * args.iters_per_epoch + i
             x, y, z = prepare_batch(batch, ctx.device, self.corruptions, TRAIN_PHASE, ctx.rank, step)
+            clasid = step % len(self.student.classifiers)
+            if args.labels == "classifier":
+                y = classifier_targets(self.student.classifiers[clasid], z, args.distill, args.temperature, args.amp)
+            if args.freeze_nem_bn:  # every step: validation puts the NEM back in training mode
+                freeze_batchnorm(self.student.nem)
             show = bool(args.image_every) and step % args.image_every == 0 and ctx.is_main
-            out = train_step(self.model, self.teacher, x, y, z, clasid=step % len(self.student.classifiers),
+            out = train_step(self.model, self.teacher, x, y, z, clasid=clasid,
                              optimizer=self.optimizer, scheduler=self.scheduler, ema_rate=args.ema_rate,
                              round2_weight=args.round2_weight, amp=args.amp,
-                             keep_visuals=show, sync_buffers=self._average_batchnorm_statistics)
+                             keep_visuals=show, sync_buffers=self._average_batchnorm_statistics,
+                             temperature=args.temperature, pixel_weight=args.pixel_weight)
             metrics = all_reduce_mean(torch.stack([out.metrics[k] for k in TRAIN_METRICS]), ctx).tolist()
             if ctx.is_main:
                 self._log_step(step, dict(zip(TRAIN_METRICS, metrics)), out.visuals)
@@ -222,6 +282,26 @@ class Trainer:
                 if produced == self.args.iters_per_epoch:
                     return
 
+    def _calibrate_batchnorm(self) -> None:
+        """``--freeze-nem-bn``: the student's and the teacher's NEM BatchNorm statistics are the mean over the
+        first CALIBRATION_BATCHES x batch size training crops of epoch 0 (corrupted as in training), then frozen."""
+        size, rank, world = self.args.batch_size, self.ctx.rank, self.ctx.world_size
+        self.train_set.set_epoch(0)
+        views = []
+        for j in range(CALIBRATION_BATCHES):
+            first = (j * world + rank) * size
+            items = [self.train_set[(first + k) % len(self.train_set)] for k in range(size)]
+            x, _, _ = prepare_batch(default_collate(items), self.ctx.device, self.corruptions, CALIBRATION_PHASE,
+                                    rank, j)
+            views.append(estimation_view(x))
+        for model in (self.student, self.teacher):
+            calibrate_batchnorm(model.nem, views)
+            if self.ctx.distributed:
+                for buffer in model.nem.buffers():
+                    if buffer.is_floating_point():
+                        buffer.copy_(all_reduce_mean(buffer, self.ctx))
+        log.info("NEM BatchNorm statistics from %d training crops, frozen from now on", len(views) * size * world)
+
     def _average_batchnorm_statistics(self) -> None:
         """Without SyncBatchNorm, keep the processes' running statistics (and so the teachers) identical."""
         if not self.ctx.distributed or self.sync_bn:
@@ -236,7 +316,11 @@ class Trainer:
         for j, batch in enumerate(self.val_loader):
             if self.args.val_iters and j == self.args.val_iters:
                 return
-            yield prepare_batch(batch, self.ctx.device, self.corruptions, VAL_PHASE, self.ctx.rank, j)
+            x, y, z = prepare_batch(batch, self.ctx.device, self.corruptions, VAL_PHASE, self.ctx.rank, j)
+            if self.args.labels == "classifier":  # accuracy against the classifier's top-1 on the clean crop
+                y = classifier_targets(self.student.classifiers[j % len(self.student.classifiers)], z, "hard",
+                                       amp=self.args.amp)
+            yield x, y, z
 
     def end_of_epoch(self, epoch: int) -> None:
         """Validation, best checkpoints, the full training checkpoint."""
@@ -317,6 +401,12 @@ class Trainer:
         log.info("resumed %s at epoch %d (step %d)", path, self.start_epoch, state["step"])
 
 
+def export_half(model: nn.Module, path: Path) -> None:
+    """The NEM state_dict of ``model`` with floating tensors in float16, written atomically."""
+    torch_save({k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+                for k, v in model.nem.state_dict().items()}, path)
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
@@ -367,7 +457,7 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     check_numbers(args)
     world_size = launched_world_size()
     root = dataset_path("imagenet", args.config, args.imagenet)
-    image_folder = scan_image_folder(root)
+    image_folder = scan_image_folder(root, labelled=args.labels == "dataset")
     check_split_sizes(image_folder, args, world_size, root)
     logdir = Path(args.logdir)
     check_output_dir(logdir, "--logdir")
@@ -403,10 +493,17 @@ def check_split_sizes(image_folder: tuple[list[str], list[tuple[str, int]]], arg
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.demo and args.recipe != RECIPES[0]:
+        raise UserInputError(f"--demo is a smoke run of the paper's recipe, so it cannot be combined with --recipe "
+                             f"{args.recipe}; drop one of the two.")
     if args.demo:
         from classification.training.demo import parse_demo_arguments
 
         args = parse_demo_arguments(parser, args, argv)
+    elif args.recipe == "small":
+        from classification.training.small import parse_small_arguments
+
+        args = parse_small_arguments(parser, argv)
     setup_logging()
     return train(args)
 

@@ -1,0 +1,99 @@
+"""The small-scale path of ``train.py --recipe small`` (beyond the paper): SyMPIE trained on 2 CPU cores.
+
+The paper trains on ImageNet with labels for 50k iterations on 8 GPUs. This recipe trains the same
+module in front of the offline ``effnet_lite0`` on a handful of public-domain photos
+(``classification/training/demo_photos/train``, none of them an ImageNet image or a demo sample), with
+the classifier's own output on the clean crop as the target (``--labels classifier``), so that a
+newcomer's machine can produce a useful estimator. Every setting below was chosen by experiment; the
+table is in ``classification/training/README.md`` ("Small-scale path").
+
+The photos become a flat folder of seeded variants (a random square crop of 60-100 % of the short
+side, maybe mirrored, resized to :data:`VARIANT_SIZE`) in the cache (``$SYMPIE_CACHE`` or
+``~/.cache/sympie``), made once per photo set.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from classification.atomic import atomic_folder
+from classification.errors import UserInputError
+from classification.samples import cache_root
+from classification.training.demo import variant_of
+from classification.training.imagenetc import image_files
+
+PHOTOS_DIR = Path(__file__).resolve().parent / "demo_photos" / "train"
+VARIANTS_PER_PHOTO = 200  # 1000 files for 5 photos: the validation split (1 in 50) holds 20, a batch of 16 fits
+VARIANT_SIZE = 256
+VARIANT_SEED = 0
+FOLDER_PREFIX = "small_photos_v2_"  # bump the version when the variant recipe changes
+
+# the colour corruptions the demo model is meant to undo, drawn three times as often as the others
+COLOR_CORRUPTIONS = ("brightness", "contrast", "saturate", "darken", "sunset", "night", "white")
+
+# flag -> value of the small-scale recipe (explicit flags still win)
+SMALL_SETTINGS = {
+    "classifiers": ["effnet_lite0"],
+    "device": "cpu",
+    "init": "identity",
+    "labels": "classifier",
+    "distill": "kl",
+    "temperature": 1.0,
+    "clean_fraction": 0.25,
+    "freeze_nem_bn": True,
+    "round2_weight": 0.0,
+    "lr": 5e-5,
+    "batch_size": 8,
+    "epochs": 4,
+    "iters_per_epoch": 250,
+    "workers": 0,
+    "val_workers": 0,
+    "val_iters": 1,
+    "print_every": 25,
+    "image_every": 0,
+    "logdir": "logs/sympie_small",
+    "corruptions": None,  # set below: the paper's 23 with the colour ones weighted
+}
+
+
+def small_corruption_mix() -> list[str]:
+    """The 23 training corruptions, each colour corruption listed three times (so drawn 3x as often)."""
+    from classification.training.corruptions import TRAINING_SET
+
+    return [name for name in TRAINING_SET for _ in range(3 if name in COLOR_CORRUPTIONS else 1)]
+
+
+def parse_small_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line re-parsed with the small recipe's settings as defaults, and the photo variants as
+    the training folder unless ``--imagenet`` names another one."""
+    args = parser.parse_args(argv)
+    parser.set_defaults(**{**SMALL_SETTINGS, "corruptions": small_corruption_mix()})
+    if args.imagenet is None and args.config is None:
+        parser.set_defaults(imagenet=str(photo_variant_folder()))
+    return parser.parse_args(argv)
+
+
+def photo_variant_folder(photos: Path = PHOTOS_DIR) -> Path:
+    """The flat folder of variants of ``photos`` in the cache, made once (renamed into place when complete)."""
+    sources = image_files(photos) if photos.is_dir() else []
+    if not sources:
+        raise UserInputError(f"the small recipe's photo folder {photos} holds no images; restore "
+                             f"classification/training/demo_photos/ from the repository or pass --imagenet PATH.")
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(Path(path).name.encode() + Path(path).read_bytes())
+    target = cache_root() / f"{FOLDER_PREFIX}{digest.hexdigest()[:12]}"
+    if not target.is_dir():
+        with atomic_folder(target) as staging:
+            rng = random.Random(VARIANT_SEED)
+            for path in sources:
+                with Image.open(path) as photo:
+                    photo = photo.convert("RGB")
+                for k in range(VARIANTS_PER_PHOTO):
+                    variant_of(photo, rng, VARIANT_SIZE).save(staging / f"{Path(path).stem}_{k:03d}.jpg", quality=95)
+    return target

@@ -1,0 +1,262 @@
+"""The small-scale path (beyond the paper): identity init, classifier targets, flat folders, clean crops,
+frozen NEM BatchNorm, the float16 export, the bad inputs and a seeded run of ``--recipe small``."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from classification.training import small
+from classification.training import train as train_module
+from classification.training.corruptions import TRAINING_SET
+from classification.training.engine import (classifier_targets, freeze_batchnorm, hard_labels, target_loss,
+                                            train_step)
+from classification.training.imagenetc import (NO_LABEL, DistortImageFolder, apply_random_corruptions, distort_batch,
+                                               scan_image_folder)
+from classification.training.model import (ColModule, CorrectColMulti, SyMPIE, col_warp, identity_init_,
+                                           load_nem_checkpoint)
+from classification.training.train import build_parser, main, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+FAST = ["--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "2", "--workers", "0", "--val-workers", "0",
+        "--val-iters", "1", "--resize-size", "36", "--crop-size", "32", "--device", "cpu", "--print-every", "1",
+        "--image-every", "0", "--seed", "1"]
+
+
+def tiny_classifier(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 1000))
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def flat_folder(tmp_path_factory):
+    """120 small photos directly in the folder (no class sub-folders), and an empty dataset config beside it."""
+    root = tmp_path_factory.mktemp("flat")
+    (root.parent / "no_datasets.yaml").write_text("{}\n")
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / f"{i:03d}.png")
+    return root
+
+
+def args_for(folder, logdir, *extra):
+    return ["--imagenet", str(folder), "--logdir", str(logdir), "--config", str(folder.parent / "no_datasets.yaml"),
+            *FAST, *extra]
+
+
+# ------------------------------------------------------------------ identity init
+
+def test_identity_init_gives_the_input_back_exactly():
+    torch.manual_seed(3)
+    nem = identity_init_(ColModule())
+    x = torch.randn(3, 3, 224, 224) * 2
+    assert torch.equal(col_warp(x, nem(x)), x)
+    model = CorrectColMulti([tiny_classifier()], nem)  # training mode: the clamp lets everything through
+    _, _, corrected = model(x)
+    assert torch.equal(corrected, x)
+    assert torch.equal(SyMPIE(nem).eval()(x.clamp(-1.5, 1.5)), x.clamp(-1.5, 1.5))  # inside the clamp's range
+
+
+def test_identity_init_is_wired_to_both_student_and_teacher(flat_folder, tmp_path, monkeypatch):
+    seen = {}
+
+    def capture(student, teacher, x, y, z, **kwargs):
+        seen["params"] = (student.estimate(x).detach(), teacher.estimate(x).detach())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_step", capture)
+    args = build_parser().parse_args(args_for(flat_folder, tmp_path / "run", "--labels", "classifier",
+                                              "--init", "identity"))
+    with pytest.raises(KeyboardInterrupt):
+        train(args, classifiers=[tiny_classifier()])
+    identity = torch.tensor(small_identity()).expand(2, -1)
+    assert all(torch.equal(p, identity) for p in seen["params"])
+
+
+def small_identity() -> list[float]:
+    kernel = [0.0] * 25
+    kernel[12] = 1.0
+    return [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, *kernel]
+
+
+# ------------------------------------------------------------------ classifier targets
+
+def test_classifier_targets_are_the_clean_prediction_or_its_softmax():
+    classifier = tiny_classifier()
+    clean = torch.randn(4, 3, 32, 32)
+    logits = classifier(clean)
+    assert torch.equal(classifier_targets(classifier, clean, "hard"), logits.argmax(1))
+    soft = classifier_targets(classifier, clean, "kl", temperature=2.0)
+    assert torch.allclose(soft, F.softmax(logits / 2, 1)) and torch.equal(hard_labels(soft), logits.argmax(1))
+
+
+def test_target_loss_is_cross_entropy_for_labels_and_scaled_kl_for_probabilities():
+    logits, other = torch.randn(4, 10), torch.randn(4, 10)
+    labels = torch.tensor([1, 2, 3, 4])
+    assert torch.equal(target_loss(logits, labels), F.cross_entropy(logits, labels))
+    target = F.softmax(other / 3, 1)
+    expected = 9 * (target * (target.log() - F.log_softmax(logits / 3, 1))).sum(1).mean()
+    assert torch.allclose(target_loss(logits, target, 3.0), expected)
+    assert target_loss(other / 3 * 3, target, 3.0).abs() < 1e-6  # the target's own logits: zero divergence
+
+
+@pytest.mark.parametrize("distill", ["hard", "kl"])
+def test_labels_classifier_trains_on_the_classifiers_clean_output(flat_folder, tmp_path, monkeypatch, distill):
+    """Every step's target is the frozen classifier's output on the clean crop z (the flat folder has no labels)."""
+    classifier = tiny_classifier()
+    targets = []
+    real_step = train_module.train_step
+
+    def checking(student, teacher, x, y, z, **kwargs):
+        expected = classifier(z)
+        expected = expected.argmax(1) if distill == "hard" else F.softmax(expected, 1)
+        targets.append(torch.equal(y, expected))
+        return real_step(student, teacher, x, y, z, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", checking)
+    args = build_parser().parse_args(args_for(flat_folder, tmp_path / "run", "--labels", "classifier",
+                                              "--distill", distill))
+    train(args, classifiers=[classifier])
+    assert targets == [True, True]
+    assert len(load_nem_checkpoint(tmp_path / "run" / "final.pth")) == 51
+
+
+def test_flat_folder_is_scanned_only_without_dataset_labels(flat_folder):
+    classes, samples = scan_image_folder(flat_folder, labelled=False)
+    assert classes == [] and len(samples) == 120 and {label for _, label in samples} == {NO_LABEL}
+    dataset = DistortImageFolder(flat_folder, "train", resize_size=36, crop_size=32, seed=0, labelled=False)
+    x, y, z = dataset[0]
+    assert y == NO_LABEL and x.shape == z.shape == (3, 32, 32)
+
+
+# ------------------------------------------------------------------ bad input: one sentence
+
+@pytest.mark.parametrize("extra, words", [
+    (["--labels", "dataset"], ["no class sub-folders", "--labels classifier"]),
+    (["--labels", "classifier", "--init", "zeros"], ["--init", "'zeros'", "random, identity"]),
+    (["--labels", "teacher"], ["--labels", "'teacher'"]),
+    (["--labels", "classifier", "--distill", "soft"], ["--distill", "'soft'"]),
+    (["--labels", "classifier", "--clean-fraction", "1.5"], ["--clean-fraction", "1.5"]),
+    (["--recipe", "large"], ["--recipe", "'large'"]),
+])
+def test_bad_input_gets_one_sentence(flat_folder, tmp_path, capsys, extra, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args_for(flat_folder, tmp_path / "run", *extra))
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert all(word in message for word in words), message
+
+
+def test_demo_and_small_recipe_are_not_combined(capsys):
+    with pytest.raises(SystemExit):
+        main(["--demo", "--recipe", "small"])
+    assert "--recipe small" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ clean crops, frozen BatchNorm, round 2
+
+def test_clean_fraction_one_leaves_every_crop_clean():
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert apply_random_corruptions(image, random.Random(0), TRAINING_SET, clean_fraction=1.0) is image
+    batch = torch.rand(3, 3, 32, 32)
+    assert torch.equal(distort_batch(batch, random.Random(0), TRAINING_SET, clean_fraction=1.0), batch)
+
+
+def test_clean_fraction_zero_draws_exactly_as_the_paper():
+    """No extra random draw when the fraction is 0: the corruption stream is the paper's."""
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    a, b = random.Random(5), random.Random(5)
+    out = apply_random_corruptions(image, a, TRAINING_SET)
+    assert np.array_equal(out, apply_random_corruptions(image, b, TRAINING_SET, clean_fraction=0.0))
+    assert a.random() == b.random()
+
+
+def make_step_models():
+    torch.manual_seed(0)
+    student = CorrectColMulti([tiny_classifier()])
+    teacher = CorrectColMulti(student.classifiers).eval()
+    optimizer = torch.optim.Adam(student.nem.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
+    return student, teacher, dict(clasid=0, optimizer=optimizer, scheduler=scheduler)
+
+
+def test_frozen_batchnorm_keeps_running_statistics_and_round2_weight_zero_skips_the_teacher():
+    student, teacher, kwargs = make_step_models()
+    freeze_batchnorm(student.nem)
+    before = {k: v.clone() for k, v in student.nem.state_dict().items() if "running" in k}
+    x, z = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    teacher.forward = lambda *a: pytest.fail("the teacher ran although round 2 has weight 0")
+    out = train_step(student, teacher, x, torch.tensor([1, 2]), z, round2_weight=0.0, **kwargs)
+    assert out.metrics["ce_round2"] == 0
+    after = student.nem.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert student.nem.backbone[0].weight.grad is not None  # round 1 still trained the NEM
+
+
+# ------------------------------------------------------------------ float16 export and loading
+
+def test_float16_checkpoint_loads_as_float32_everywhere(tmp_path):
+    torch.manual_seed(0)
+    nem = ColModule()
+    model = CorrectColMulti([tiny_classifier()], nem)
+    path = tmp_path / "half.pth"
+    train_module.export_half(model, path)
+    saved = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
+    state = load_nem_checkpoint(path)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    assert torch.equal(state["out.weight"], nem.out.weight.detach().half().float())
+    sympie = SyMPIE.from_checkpoint(path)
+    assert sympie.nem.out.weight.dtype == torch.float32
+    assert path.stat().st_size < 12e6
+
+
+# ------------------------------------------------------------------ the recipe itself
+
+def test_small_recipe_settings_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(small, "photo_variant_folder", lambda: tmp_path / "variants")
+    parser = build_parser()
+    args = small.parse_small_arguments(parser, ["--recipe", "small", "--lr", "1e-4"])
+    assert args.lr == 1e-4  # an explicit flag wins
+    assert (args.init, args.labels, args.classifiers, args.imagenet) == \
+        ("identity", "classifier", ["effnet_lite0"], str(tmp_path / "variants"))
+    assert args.corruptions.count("sunset") == 3 and args.corruptions.count("fog") == 1
+
+
+def test_photo_variants_are_seeded_and_flat(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(photos / "a.png")
+    monkeypatch.setattr(small, "VARIANTS_PER_PHOTO", 3)
+    folder = small.photo_variant_folder(photos)
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == ["a_000.jpg", "a_001.jpg", "a_002.jpg"]
+    first = [f.read_bytes() for f in files]
+    for f in files:
+        f.unlink()
+    folder.rmdir()
+    assert [f.read_bytes() for f in sorted(small.photo_variant_folder(photos).iterdir())] == first
+
+
+@pytest.mark.slow
+def test_small_recipe_short_run_is_repeatable(tmp_path, monkeypatch):
+    """Two short runs of ``--recipe small`` (effnet_lite0, the real photos) write identical checkpoints."""
+    monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
+    outputs = []
+    for name in ("a", "b"):
+        main(["--recipe", "small", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "2",
+              "--logdir", str(tmp_path / name), "--export", str(tmp_path / f"{name}.pth")])
+        outputs.append(torch.load(tmp_path / f"{name}.pth", weights_only=True))
+    assert outputs[0].keys() == outputs[1].keys() and all(torch.equal(outputs[0][k], outputs[1][k]) for k in outputs[0])
+    assert not torch.equal(outputs[0]["out.weight"], torch.zeros_like(outputs[0]["out.weight"]))  # it trained
