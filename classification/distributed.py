@@ -133,6 +133,14 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def sum_over_processes(*tensors: torch.Tensor) -> None:
+    """Replace each tensor by its sum over the processes of the default group, in place (nothing to do
+    without one)."""
+    if rank_world()[1] > 1:
+        for tensor in tensors:
+            dist.all_reduce(tensor)
+
+
 def all_reduce_mean(values: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Mean of ``values`` over processes (a copy; ``values`` itself is untouched)."""
     values = values.detach().clone()

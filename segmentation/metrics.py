@@ -13,7 +13,8 @@ from typing import TextIO
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from classification.distributed import sum_over_processes
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -51,8 +52,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrices of every process (no-op outside torch.distributed)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        sum_over_processes(self.matrix)
 
     def true_positives(self) -> torch.Tensor:
         return torch.diagonal(self.matrix)

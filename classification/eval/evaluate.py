@@ -12,12 +12,11 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from classification.distributed import ShardSampler, autocast, rank_world
+from classification.distributed import ShardSampler, autocast, rank_world, sum_over_processes
 from classification.errors import UserInputError
 from classification.eval.imagenetc import SEVERITIES, CorruptionGrid
 from classification.eval.preprocess import normalize_uint8
@@ -72,8 +71,7 @@ class GridCounts:
 
     def all_reduce(self) -> None:
         """Sum the counts over the ranks of the default process group."""
-        dist.all_reduce(self.correct)
-        dist.all_reduce(self.total)
+        sum_over_processes(self.correct, self.total)
 
 
 class CorrectedClassifier(nn.Module):
