@@ -71,3 +71,8 @@ def test_compare_defaults_are_the_authors_grids_and_a_missing_one_names_its_comm
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"`python classification/eval/validate.py --colm sympie --out {tmp_path}`" in err
+
+
+def test_float32_hundred_percent_is_accepted():
+    rows = full_grid(100.00000762939453)  # 100 % as float32 correct * (100 / total) can read
+    assert grid_from_rows(rows).values.max() > 100
