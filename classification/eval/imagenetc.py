@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
-from classification.textfile import read_text
 from classification.eval.preprocess import CROP, load_eval_uint8
+from classification.textfile import read_text
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
 
 SEVERITIES = (1, 2, 3, 4, 5)
