@@ -150,14 +150,6 @@ def all_reduce_mean(values: torch.Tensor, ctx: DistributedContext) -> torch.Tens
     return values
 
 
-def all_reduce_sum(values: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
-    """Sum of ``values`` over processes (a copy)."""
-    values = values.detach().clone()
-    if ctx.distributed:
-        dist.all_reduce(values)
-    return values
-
-
 def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects)."""
     if not ctx.distributed:

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.normalization import normalize
-from classification.distributed import DistributedContext, all_reduce_sum, autocast, unwrap
+from classification.distributed import DistributedContext, autocast, sum_over_processes, unwrap
 from classification.frozen import eval_mode
 from classification.training.ema import ema_update
 from classification.training.imagenetc import distort_batch, sample_seed
@@ -224,7 +224,7 @@ def _validate(student: CorrectColMulti, batches: Iterable[tuple[torch.Tensor, to
             (logits_warped.argmax(1) == y).sum().double(),
             (logits_original.argmax(1) == y).sum().double(),
         ])
-    counts = all_reduce_sum(counts, ctx)
+    sum_over_processes(counts)
     images = counts[0].item()
     unwarped, warped, original = (100 * counts[1:] / max(images, 1)).tolist()
     return {"acc_unwarped": unwarped, "acc_warped": warped, "acc_original": original,
