@@ -37,11 +37,13 @@ def add_classifier_args(parser: Parser, default: str | None = "rn50_2", several:
                         help="random classifier weights (smoke tests and benchmarks; no download)")
 
 
-def add_colm_argument(parser: Parser, default: str = "none", note: str = "") -> None:
-    """``--colm``: 'none', a checkpoint name in ``CHECKPOINT_DIR`` or a path (see ``resolve_colm``)."""
+def add_colm_argument(parser: Parser, default: str | None = "none", note: str = "") -> None:
+    """``--colm``: 'none', a checkpoint name in ``CHECKPOINT_DIR`` or a path (see ``resolve_colm``); with
+    ``default=None`` the script decides, and ``note`` says how."""
+    shown = "" if default is None else f" (default: {default})"
     parser.add_argument("--colm", default=default,
                         help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} (without .pth) or a path"
-                             f"{note} (default: {default})")
+                             f"{note}{shown}")
 
 
 def add_segmenter_args(parser: Parser, note: str = "") -> None:
