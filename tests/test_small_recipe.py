@@ -14,8 +14,8 @@ from PIL import Image
 from classification.training import small
 from classification.training import train as train_module
 from classification.training.corruptions import TRAINING_SET
-from classification.training.engine import (classifier_targets, freeze_batchnorm, hard_labels, target_loss,
-                                            train_step)
+from classification.training.engine import (calibrate_batchnorm, classifier_targets, freeze_batchnorm, hard_labels,
+                                            target_loss, train_step)
 from classification.training.imagenetc import (NO_LABEL, DistortImageFolder, apply_random_corruptions, distort_batch,
                                                scan_image_folder)
 from classification.training.model import (ColModule, CorrectColMulti, SyMPIE, col_warp, identity_init_,
@@ -145,6 +145,7 @@ def test_flat_folder_is_scanned_only_without_dataset_labels(flat_folder):
     (["--labels", "teacher"], ["--labels", "'teacher'"]),
     (["--labels", "classifier", "--distill", "soft"], ["--distill", "'soft'"]),
     (["--labels", "classifier", "--clean-fraction", "1.5"], ["--clean-fraction", "1.5"]),
+    (["--labels", "classifier", "--bn-calibration-batches", "-1"], ["--bn-calibration-batches", "-1"]),
     (["--recipe", "large"], ["--recipe", "'large'"]),
 ])
 def test_bad_input_gets_one_sentence(flat_folder, tmp_path, capsys, extra, words):
@@ -200,6 +201,20 @@ def test_frozen_batchnorm_keeps_running_statistics_and_round2_weight_zero_skips_
     after = student.nem.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert student.nem.backbone[0].weight.grad is not None  # round 1 still trained the NEM
+
+
+def test_batchnorm_calibration_uses_the_plain_mean_of_the_batches_and_changes_nothing_else():
+    torch.manual_seed(0)
+    nem = ColModule().eval()
+    weights = {k: v.clone() for k, v in nem.state_dict().items() if "running" not in k and "num_batches" not in k}
+    batches = [torch.randn(2, 3, 64, 64) + 1, torch.randn(2, 3, 64, 64) - 3]
+    calibrate_batchnorm(nem, batches)
+    first_conv, first_bn = nem.backbone[0], nem.backbone[1]
+    with torch.no_grad():
+        expected = torch.stack([first_conv(b).mean((0, 2, 3)) for b in batches]).mean(0)
+    assert torch.allclose(first_bn.running_mean, expected, atol=1e-5)
+    assert first_bn.momentum == 0.1 and not nem.training
+    assert all(torch.equal(v, nem.state_dict()[k]) for k, v in weights.items())
 
 
 # ------------------------------------------------------------------ float16 export and loading

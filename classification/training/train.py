@@ -43,7 +43,6 @@ from segmentation.validation import Validator, build_validators
 log = logging.getLogger("sympie.train")
 
 TRAIN_PHASE, VAL_PHASE, CALIBRATION_PHASE = 0, 1, 2   # keys of the random streams
-CALIBRATION_BATCHES = 8  # --freeze-nem-bn: batches that set the NEM's BatchNorm statistics before freezing them
 # choices of the flags beyond the paper (checked by check_numbers: a wrong value gets one sentence); the
 # first of each is the default, the paper's behaviour
 INITS = ("random", "identity")
@@ -104,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of an auxiliary mean squared error between the corrected and the clean crop "
                              "(normalised pixels; beyond the paper, 0 = off)")
     recipe.add_argument("--freeze-nem-bn", action="store_true",
-                        help="keep the NEM's BatchNorm layers in eval mode while training (beyond the paper)")
+                        help="keep the NEM's BatchNorm layers in eval mode while training, with the statistics of "
+                             "--bn-calibration-batches training batches (beyond the paper)")
+    recipe.add_argument("--bn-calibration-batches", type=int, default=8,
+                        help="with --freeze-nem-bn: batches whose mean statistics the frozen BatchNorm layers use (0: "
+                             "keep the initial mean 0 / variance 1, which shrinks the NEM's features ~10x)")
     recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (see classification/distributed.py)")
 
     run = parser.add_argument_group("run")
@@ -131,7 +134,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     for name in positive:
         if getattr(args, name) < 1:
             raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    for name in ("workers", "val_workers", "val_iters", "image_every"):
+    for name in ("workers", "val_workers", "val_iters", "image_every", "bn_calibration_batches"):
         if getattr(args, name) < 0:
             raise UserInputError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(args, name)}.")
     if not 0 <= args.ema_rate <= 1:
@@ -208,7 +211,7 @@ class Trainer:
         self.start_epoch, self.best = 0, {}
         if resume:
             self._load_checkpoint()
-        elif args.freeze_nem_bn:
+        elif args.freeze_nem_bn and args.bn_calibration_batches:
             self._calibrate_batchnorm()
         self.model: nn.Module = self.student
         if ctx.distributed:
@@ -284,11 +287,11 @@ class Trainer:
 
     def _calibrate_batchnorm(self) -> None:
         """``--freeze-nem-bn``: the student's and the teacher's NEM BatchNorm statistics are the mean over the
-        first CALIBRATION_BATCHES x batch size training crops of epoch 0 (corrupted as in training), then frozen."""
+        first ``--bn-calibration-batches`` x batch size training crops of epoch 0 (corrupted as in training)."""
         size, rank, world = self.args.batch_size, self.ctx.rank, self.ctx.world_size
         self.train_set.set_epoch(0)
         views = []
-        for j in range(CALIBRATION_BATCHES):
+        for j in range(self.args.bn_calibration_batches):
             first = (j * world + rank) * size
             items = [self.train_set[(first + k) % len(self.train_set)] for k in range(size)]
             x, _, _ = prepare_batch(default_collate(items), self.ctx.device, self.corruptions, CALIBRATION_PHASE,
