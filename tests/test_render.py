@@ -257,9 +257,9 @@ def test_render_then_validate(val, tmp_path):
     out = tmp_path / "bench"
     R.render(val, out, seed=0, limit=2, workers=0)
     tiny = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000))
-    torch.save(tiny, tmp_path / "tiny_classifier.pt")  # a pickled module: --clas accepts its path
-    common = ["--clas", str(tmp_path / "tiny_classifier.pt"), "--device", "cpu", "--workers", "0", "--batch_size", "64",
-              "--no-progress", "--out", str(tmp_path / "json")]
+    torch.save(tiny, tmp_path / "tiny_classifier.pt")  # a pickled module: --clas reads it when trusted
+    common = ["--clas", str(tmp_path / "tiny_classifier.pt"), "--trust-checkpoint", "--device", "cpu", "--workers",
+              "0", "--batch_size", "64", "--no-progress", "--out", str(tmp_path / "json")]
     grid_json = validate.main(["--root", str(out), *common])
     meta = json.loads(grid_json.with_suffix(".meta.json").read_text())
     assert len(meta["rows"]) == 17 and meta["rows"][-2:] == ["colwarp", "clean"]
