@@ -25,7 +25,7 @@ def add_classifier_args(parser: Parser, default: str | None = "rn50_2", several:
                         default_text: str | None = None) -> None:
     """``--clas`` and ``--random-init``. With ``several`` the flag takes one or more names (``args.classifiers``,
     a list), else one (``args.clas``); ``default_text`` replaces the default in the help."""
-    shown = default_text or default
+    shown = default_text or "%(default)s"  # written out here, so ArgumentDefaultsHelpFormatter adds nothing
     if several:
         parser.add_argument("--clas", "--classifiers", dest="classifiers", nargs="+", default=[default],
                             help=f"frozen classifiers ({CLASSIFIER_CHOICES}); step `it` uses classifier `it %% n` "
@@ -40,7 +40,7 @@ def add_classifier_args(parser: Parser, default: str | None = "rn50_2", several:
 def add_colm_argument(parser: Parser, default: str | None = "none", note: str = "") -> None:
     """``--colm``: 'none', a checkpoint name in ``CHECKPOINT_DIR`` or a path (see ``resolve_colm``); with
     ``default=None`` the script decides, and ``note`` says how."""
-    shown = "" if default is None else f" (default: {default})"
+    shown = "" if default is None else " (default: %(default)s)"
     parser.add_argument("--colm", default=default,
                         help=f"SyMPIE checkpoint: 'none', a name in {CHECKPOINT_DIR} (without .pth) or a path"
                              f"{note}{shown}")
@@ -49,7 +49,7 @@ def add_colm_argument(parser: Parser, default: str | None = "none", note: str = 
 def add_segmenter_args(parser: Parser, note: str = "") -> None:
     """``--seg-checkpoint``: the DeepLab-V2 checkpoint."""
     parser.add_argument("--seg-checkpoint", "--ckpt", dest="seg_checkpoint", default=str(DEFAULT_SEGMENTER),
-                        help=f"DeepLab-V2 checkpoint{note} (default: {DEFAULT_SEGMENTER.name} in {CHECKPOINT_DIR})")
+                        help=f"DeepLab-V2 checkpoint{note} (default: %(default)s)")
 
 
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
