@@ -312,3 +312,17 @@ def test_empty_cells_are_null_and_outputs_honour_the_umask(tmp_path):
     assert " -" in shown.stdout and "1 empty cell left out" in shown.stdout
     assert grid_path.with_suffix(".png").stat().st_mode & 0o777 == 0o640
     assert_nothing_half_written(tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_with_a_damaged_cache_renders_it_again(tmp_path):
+    config(tmp_path)
+    argv = [VALIDATE, "--demo", "--colm", "none", "--no-progress", "--out", str(tmp_path / "json")]
+    assert run(tmp_path, *argv).returncode == 0
+    victim = next((tmp_path / "cache" / "demo" / "weather" / "fog").rglob("*.JPEG"))
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a full disk
+    result = run(tmp_path, *argv)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "missing or changed files; rendering it again" in result.stderr
+    assert victim.stat().st_size > 100
+    assert_nothing_half_written(tmp_path)
