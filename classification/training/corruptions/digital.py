@@ -163,8 +163,8 @@ def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
+    with Image.open(buffer) as decoded:  # RGB in, RGB out: no conversion (a copy) needed
+        return np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
 
 
 @register("pixelate")
