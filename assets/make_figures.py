@@ -1,7 +1,7 @@
 """Draw ``assets/compare_example.png`` and ``assets/before_after.png`` from a SyMPIE checkpoint.
 
-    python assets/make_figures.py --colm PATH --colm-label "demo checkpoint, 100 iterations on 6 photos" \
-        [--grids DIR]   # keep (and reuse) the demo's grids there
+    python assets/make_figures.py --colm classification/training/checkpoints/sympie_demo.pth \
+        --colm-label "demo model (train.py --recipe small), not the paper's" [--grids DIR]  # reuse the demo's grids
 
 * ``compare_example.png``: the compare heat map of the embedded demo (``validate.py --demo``): effnet_lite0
   behind SyMPIE minus effnet_lite0 alone, on the mini ImageNet-C of the six sample photos.
@@ -9,7 +9,8 @@
   effnet_lite0's top-1 prediction (green: the demo label, red: another class).
 
 ``--colm-label`` is written into both titles: say what the checkpoint is (the figures in the repository
-come from a short CPU demo training on the sample photos, not from the released model).
+show the shipped demo model ``sympie_demo.pth``, trained by ``train.py --recipe small`` on five public-domain
+photos that are not the samples; not the released model).
 """
 from __future__ import annotations
 
