@@ -131,6 +131,7 @@ def test_batch_needs_one_name_and_severity_per_image(astronaut):
 def test_same_seed_same_output_and_severity_zero_unchanged(name, astronaut):
     first = corrupt(astronaut, name, 3, seed=7)
     assert first.shape == astronaut.shape and first.dtype == np.uint8
+    assert first.flags.writeable  # the caller owns the result (torch.from_numpy warns on read-only arrays)
     assert np.array_equal(first, corrupt(astronaut, name, 3, seed=7))
     assert not np.array_equal(first, astronaut)
     assert np.array_equal(corrupt(astronaut, name, 0, seed=7), astronaut)

@@ -41,7 +41,6 @@ def eval_defaults(device: torch.device, batch_size: int | None, channels_last: b
     return batch_size, on_cpu if channels_last is None else channels_last
 
 
-
 @dataclass
 class GridCounts:
     """Correct predictions and images per grid cell, (rows, 5) int64 tensors."""

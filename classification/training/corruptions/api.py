@@ -144,7 +144,8 @@ def corrupt(image: np.ndarray | Image.Image, name: str, severity: int, seed: int
         generator.manual_seed(seed)
     with single_thread():
         if name in ARRAY_CORRUPTIONS:
-            return ARRAY_CORRUPTIONS[name](image, severity, generator)
+            out = ARRAY_CORRUPTIONS[name](image, severity, generator)
+            return out if out.flags.writeable else out.copy()  # PIL round trips give read-only views
         return to_uint8_array(CORRUPTIONS[name](to_float_tensor(image), severity, generator)[0])
 
 
