@@ -163,3 +163,11 @@ def test_torchrun_cli_matches_single_process(tmp_path):
     assert two["world_size"] == 2
     assert (one["correct"], one["total"]) == (two["correct"], two["total"])
     assert (tmp_path / "one" / "mixed_none_rn18.json").read_text() == (tmp_path / "two" / "mixed_none_rn18.json").read_text()
+
+
+def test_random_init_classifier_is_the_same_whatever_the_rng_did_before():
+    args = validate.build_parser().parse_args(["--clas", "rn18", "--random-init"])
+    first = validate.make_classifier(args).state_dict()
+    torch.rand(1000)  # another process (or rank) may have used the generator differently before
+    second = validate.make_classifier(args).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -48,6 +48,7 @@ log = logging.getLogger("validate")
 DEFAULT_OUT = GRID_DIR
 DEFAULT_CLASSIFIER = "rn50_2"
 MAX_LISTED_MISSING = 20
+RANDOM_INIT_SEED = 0  # --random-init: the same random classifier in every process and run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,10 +109,16 @@ def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
 
 
 def make_classifier(args: argparse.Namespace) -> torch.nn.Module:
-    """The ``--clas`` classifier (``clip`` with the chosen prompt templates)."""
-    if args.clas == "clip" and args.clip_templates != "single":
-        return build_clip_classifier(pretrained=not args.random_init, templates=args.clip_templates)
-    return build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
+    """The ``--clas`` classifier (``clip`` with the chosen prompt templates).
+
+    With ``--random-init`` the weights are drawn from a fixed seed, whatever the process did before, so
+    every process of a distributed run (and every run) evaluates the same model.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        if args.clas == "clip" and args.clip_templates != "single":
+            return build_clip_classifier(pretrained=not args.random_init, templates=args.clip_templates)
+        return build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
 
 
 def sha256(path: Path) -> str:
