@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -187,3 +188,8 @@ def test_figure_script_draws_before_after_and_compare(demo_cache, tmp_path):
     (grids / "demo_none_effnet_lite0.json").write_text(json.dumps(rows))
     (grids / "demo_random_nem_effnet_lite0.json").write_text(json.dumps([[25.0] * 5 for _ in range(17)]))
     assert figures.compare_example(checkpoint, "random NEM (test)", tmp_path / "compare.png", grids).is_file()
+
+
+def test_summary_means_leave_empty_cells_out():
+    assert demo.mean_of_filled(np.array([[1.0, np.nan, 3.0]])) == 2.0
+    assert demo.mean_of_filled(np.full((1, 5), np.nan)) is None

@@ -98,6 +98,12 @@ def demo_checkpoint(colm: str | None, checkpoint_dir: Path | None = None) -> tup
     return None, f"no SyMPIE checkpoint ({RELEASED_CHECKPOINT} or {DEMO_MODEL_CHECKPOINT} in {checkpoint_dir}): the classifier alone"
 
 
+def mean_of_filled(values: np.ndarray) -> float | None:
+    """Mean of the cells that hold a value (empty cells are NaN), None when there are none."""
+    filled = values[np.isfinite(values)]
+    return float(filled.mean()) if filled.size else None
+
+
 def summary_line(base: Path, data: Path, label: str) -> str:
     """One line: mean accuracy over the 15 ImageNet-C corruptions x 5 severities without and with SyMPIE and
     the delta, then the same per group (noise, blur, weather, digital), the colour warp and clean."""
@@ -107,7 +113,10 @@ def summary_line(base: Path, data: Path, label: str) -> str:
             "clean": [len(IMAGENET_C) + 1]}
     parts = []
     for name, index in rows.items():
-        a, b = float(np.nanmean(without[index])), float(np.nanmean(with_[index]))
+        a, b = mean_of_filled(without[index]), mean_of_filled(with_[index])
+        if a is None or b is None:  # a whole group left empty (--skip-missing): nothing to compare
+            parts.append(f"{name} -")
+            continue
         parts.append(f"{name} {a:.1f} -> {b:.1f} ({b - a:+.1f})")
     return f"demo, {DEMO_CLASSIFIER} accuracy % without -> with SyMPIE ({label}): " + "; ".join(parts)
 
