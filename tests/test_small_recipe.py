@@ -248,6 +248,20 @@ def test_small_recipe_settings_and_overrides(tmp_path, monkeypatch):
     assert args.corruptions.count("sunset") == 3 and args.corruptions.count("fog") == 1
 
 
+def test_small_recipe_with_no_color_config_and_unfrozen_batchnorm(tmp_path, monkeypatch):
+    """--no-color takes the colour warps out of the recipe's mix (it used to be ignored), --config does not
+    replace the photos, and --no-freeze-nem-bn overrides the recipe like any other explicit flag."""
+    from classification.training.imagenetc import COLOR_WARPS, training_methods
+
+    monkeypatch.setattr(small, "photo_variant_folder", lambda: tmp_path / "variants")
+    (tmp_path / "seg.yaml").write_text("{}\n")
+    args = small.parse_small_arguments(build_parser(), ["--recipe", "small", "--no-color", "--no-freeze-nem-bn",
+                                                        "--config", str(tmp_path / "seg.yaml")])
+    methods = training_methods(args.no_color, args.corruptions)
+    assert not set(methods) & set(COLOR_WARPS) and methods.count("brightness") == 3 and methods.count("fog") == 1
+    assert args.imagenet == str(tmp_path / "variants") and args.freeze_nem_bn is False
+
+
 def test_photo_variants_are_seeded_and_flat(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
     photos = tmp_path / "photos"

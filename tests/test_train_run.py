@@ -240,3 +240,93 @@ def test_resume_refuses_a_different_run(imagenet, tmp_path, capsys):
     assert "already holds a run" in run_main(common, capsys)
     message = run_main([*common, "--resume", "--lr", "0.01"], capsys)
     assert "holds a different run: --lr was 0.001 there and is 0.01 now" in message
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seed", "-1"], ["--seed cannot be negative, got -1"]),
+    (["--round2-weight", "-1"], ["--round2-weight cannot be negative, got -1.0"]),
+    (["--pixel-weight", "nan"], ["--pixel-weight cannot be negative, got nan"]),
+    (["--lr", "nan"], ["--lr must be positive, got nan"]),
+    (["--temperature", "nan"], ["--temperature must be positive, got nan"]),
+    (["--clean-fraction", "1"], ["--clean-fraction", "every crop clean"]),
+    (["--corruptions", "fog", "no_such"], ["unknown corruption method(s) no_such"]),
+    (["--no-color", "--corruptions", "darken", "night"], ["--corruptions without the colour warps (--no-color) is empty"]),
+    (["--distill", "kl"], ["--distill kl needs --labels classifier"]),
+    (["--temperature", "2"], ["--temperature 2.0 only applies to --distill kl"]),
+])
+def test_bad_flags_are_refused_before_anything_is_written(imagenet, tmp_path, capsys, extra, words):
+    """Each would have been ignored, crashed with a traceback, or failed after run_config.json was written
+    (which then blocks the corrected command: 'already holds a run')."""
+    message = run_main(["--imagenet", str(imagenet), "--logdir", str(tmp_path / "logs"), *FAST, *extra], capsys)
+    assert all(word in message for word in words), message
+    assert not (tmp_path / "logs").exists()
+
+
+def test_export_into_a_folder_is_refused_before_training(imagenet, tmp_path, capsys):
+    message = run_main(["--imagenet", str(imagenet), "--logdir", str(tmp_path / "logs"), *FAST,
+                        "--export", str(tmp_path)], capsys)
+    assert f"--export {tmp_path} is a folder" in message
+    assert not (tmp_path / "logs").exists()
+
+
+def test_undecodable_images_in_a_loader_worker_give_one_sentence(tmp_path, capsys):
+    """DataLoader re-raises a worker's UserInputError with the worker's traceback as its message."""
+    root = tmp_path / "broken"
+    for c in range(2):
+        (root / f"n0{c}").mkdir(parents=True)
+        for i in range(60):
+            (root / f"n0{c}" / f"{i:03d}.png").write_bytes(b"not an image")
+    (tmp_path / "no_datasets.yaml").write_text("{}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--imagenet", str(root), "--logdir", str(tmp_path / "logs"), *FAST, "--workers", "1",
+              "--config", str(tmp_path / "no_datasets.yaml"), "--random-init", "--clas", "rn18"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "DataLoader worker" not in err
+    assert err.strip().splitlines()[-1] == (f"error: 100 images in a row under {root} could not be decoded; check "
+                                            f"the dataset (the log lists the files).")
+
+
+def test_resume_refuses_other_beyond_the_paper_flags_and_an_unrecorded_one(imagenet, tmp_path, capsys):
+    from classification.training.small import parse_small_arguments
+
+    small_run = tmp_path / "small"
+    small_args = parse_small_arguments(build_parser(), ["--recipe", "small", "--imagenet", str(imagenet),
+                                                        "--logdir", str(small_run)])
+    train_module.ckpt.write_run_config(small_run, small_args, world_size=1)
+    message = run_main(["--imagenet", str(imagenet), "--logdir", str(small_run), *FAST, "--resume"], capsys)
+    assert "--recipe was 'small' there and is 'paper' now" in message
+
+    logdir = tmp_path / "logs"
+    train_module.ckpt.write_run_config(logdir, run_args(imagenet, logdir, "--labels", "classifier",
+                                                        "--clean-fraction", "0.25"), world_size=1)
+    common = ["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--resume"]
+    message = run_main([*common, "--clean-fraction", "0.25"], capsys)
+    assert "--labels was 'classifier' there and is 'dataset' now" in message
+    message = run_main([*common, "--labels", "classifier"], capsys)
+    assert "--clean-fraction was 0.25 there and is 0.0 now" in message
+    config = json.loads((logdir / "run_config.json").read_text())
+    del config["recipe"]["freeze_nem_bn"]  # as written before the flag was recorded
+    (logdir / "run_config.json").write_text(json.dumps(config))
+    message = run_main([*common, "--labels", "classifier", "--clean-fraction", "0.25"], capsys)
+    assert "does not record --freeze-nem-bn" in message
+
+
+def test_checkpoint_with_other_shapes_is_one_sentence(tmp_path):
+    from classification.errors import UserInputError
+    from classification.training.model import CorrectColMulti
+
+    model = CorrectColMulti([tiny_classifier()])
+    state = train_module.ckpt.trainable_state(model)
+    state["nem.out.weight"] = torch.zeros(5, 512)
+    with pytest.raises(UserInputError, match=r"run\.pth does not match this model \(size mismatch for nem\.out\.weight"):
+        train_module.ckpt.load_trainable_state(model, state, tmp_path / "run.pth")
+
+
+def test_main_twice_in_one_process_logs_each_line_once():
+    import logging
+
+    train_module.setup_logging()
+    train_module.setup_logging()
+    names = [h.get_name() for h in logging.getLogger().handlers]
+    assert names.count(train_module.STDERR_HANDLER) == 1

@@ -30,15 +30,17 @@ CHECKPOINT_FORMAT = "sympie-training-checkpoint-1"
 FROZEN_PREFIX = "classifiers."
 
 # Flags that define the run: resuming with any of them changed would not continue the same run.
-RECIPE_KEYS = ("classifiers", "random_init", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
-               "round2_weight", "grad_clamp", "max_corruptions", "no_color", "gpu_corruptions", "resize_size",
-               "crop_size", "seed", "amp")
+RECIPE_KEYS = ("recipe", "classifiers", "random_init", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
+               "round2_weight", "grad_clamp", "max_corruptions", "no_color", "corruptions", "clean_fraction",
+               "gpu_corruptions", "resize_size", "crop_size", "seed", "amp", "init", "labels", "distill",
+               "temperature", "pixel_weight", "freeze_nem_bn", "bn_calibration_batches")
 
 
 def recipe(args: argparse.Namespace, world_size: int) -> dict[str, Any]:
     """The flags in :data:`RECIPE_KEYS` plus the number of processes, JSON-ready."""
     values = {key: getattr(args, key) for key in RECIPE_KEYS}
     values["classifiers"] = list(values["classifiers"])
+    values["corruptions"] = None if values["corruptions"] is None else list(values["corruptions"])
     values["world_size"] = world_size
     return values
 
@@ -92,9 +94,12 @@ def check_logdir(logdir: Path, args: argparse.Namespace, world_size: int) -> boo
                              f"choose another --logdir.") from None
     current = recipe(args, world_size)
     for key, value in current.items():
-        if saved.get(key) != value:
-            flag = "number of processes" if key == "world_size" else "--" + key.replace("_", "-")
-            raise UserInputError(f"log dir {logdir} holds a different run: {flag} was {saved.get(key)!r} there "
+        flag = "number of processes" if key == "world_size" else "--" + key.replace("_", "-")
+        if key not in saved:
+            raise UserInputError(f"{config} does not record {flag} (it was written by an older train.py), so "
+                                 f"resuming cannot be checked; resume with that version or choose another --logdir.")
+        if saved[key] != value:
+            raise UserInputError(f"log dir {logdir} holds a different run: {flag} was {saved[key]!r} there "
                                  f"and is {value!r} now; resume with the same flags or choose another --logdir.")
     return checkpoint.exists()
 
@@ -106,7 +111,11 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     """Inverse of :func:`trainable_state`; the classifiers stay as they are."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # same names, other shapes
+        raise UserInputError(f"{source} does not match this model ({str(err).splitlines()[-1].strip()}); choose "
+                             f"another --logdir.") from None
     missing = [k for k in missing if not k.startswith(FROZEN_PREFIX)]
     if missing or unexpected:
         raise UserInputError(f"{source} does not match this model (missing {missing[:4]}, unexpected "

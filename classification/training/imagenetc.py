@@ -38,14 +38,27 @@ VAL_EVERY = 50           # item i of the sorted file list is held out when i % V
 SPLITS = ("train", "val")
 MAX_REPLACEMENTS = 100   # undecodable files tolerated in a row before giving up
 NO_LABEL = -1            # the label of every image of an unlabelled (flat) folder
+COLOR_WARPS = tuple(name for name in TRAINING_SET if name not in TRAINING_SET_NO_COLOR)  # what --no-color drops
 
 
 def training_methods(no_color: bool = False, names: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The corruption set of training: all 23 methods, or the first 19 without SyMPIE's colour warps, or
-    ``names`` when given (drawn uniformly, so a name given twice is drawn twice as often)."""
-    if names:
-        return tuple(names)
-    return tuple(TRAINING_SET_NO_COLOR if no_color else TRAINING_SET)
+    """The corruption set of training: ``names`` when given (drawn uniformly, so a name given twice is drawn
+    twice as often), else all 23 methods; ``no_color`` leaves SyMPIE's 4 colour warps out of either.
+
+    Raises UserInputError for an unknown name or an empty set."""
+    methods = tuple(names) if names else TRAINING_SET
+    if no_color:
+        methods = tuple(name for name in methods if name not in COLOR_WARPS)
+    check_methods(methods, "--corruptions without the colour warps (--no-color)")
+    return methods
+
+
+def check_methods(methods: Sequence[str], what: str = "the corruption set") -> None:
+    """Refuse, in one sentence, unknown corruption names or an empty set (``what`` names the set)."""
+    unknown = sorted(set(methods) - set(CORRUPTIONS))
+    if unknown or not methods:
+        problem = f"unknown corruption method(s) {', '.join(unknown)}" if unknown else f"{what} is empty"
+        raise UserInputError(f"{problem}; choose from {', '.join(sorted(CORRUPTIONS))}.")
 
 
 def scan_image_folder(root: str | os.PathLike, labelled: bool = True) -> tuple[list[str], list[tuple[str, int]]]:
@@ -150,10 +163,7 @@ class DistortImageFolder(Dataset):
             raise UserInputError(f"--max-corruptions must be at least 1, got {max_corruptions}.")
         if crop_size > resize_size:
             raise UserInputError(f"the crop size ({crop_size}) cannot exceed the resize size ({resize_size}).")
-        unknown = sorted(set(methods) - set(CORRUPTIONS))
-        if unknown or not methods:
-            raise UserInputError(f"unknown corruption method(s) {unknown or '(none given)'}; "
-                                 f"choose from {', '.join(sorted(CORRUPTIONS))}.")
+        check_methods(methods)
         self.root = Path(root)
         self.split = split
         if not 0 <= clean_fraction <= 1:

@@ -73,7 +73,7 @@ def parse_small_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] |
     the training folder unless ``--imagenet`` names another one."""
     args = parser.parse_args(argv)
     parser.set_defaults(**{**SMALL_SETTINGS, "corruptions": small_corruption_mix()})
-    if args.imagenet is None and args.config is None:
+    if args.imagenet is None:  # the photos, also when --config names a file (for the segmentation folders)
         parser.set_defaults(imagenet=str(photo_variant_folder()))
     return parser.parse_args(argv)
 

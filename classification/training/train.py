@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from classification.cli import add_classifier_args, add_segmenter_args
 from classification.errors import UserInputError, report_user_errors
-from classification.atomic import check_output_dir, torch_save
+from classification.atomic import check_output_dir, check_output_file, torch_save
 from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
@@ -43,7 +43,7 @@ from segmentation.validation import Validator, build_validators
 log = logging.getLogger("sympie.train")
 
 TRAIN_PHASE, VAL_PHASE, CALIBRATION_PHASE = 0, 1, 2   # keys of the random streams
-# choices of the flags beyond the paper (checked by check_numbers: a wrong value gets one sentence); the
+# choices of the flags beyond the paper (checked by check_flags: a wrong value gets one sentence); the
 # first of each is the default, the paper's behaviour
 INITS = ("random", "identity")
 LABELS = ("dataset", "classifier")
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--acdc", help="ACDC folder for segmentation validation (default: config)")
     add_segmenter_args(data, note=" for segmentation validation (skipped when missing)")
     data.add_argument("--max-corruptions", type=int, default=1, help="each image gets 1 + randrange(N) corruptions")
-    data.add_argument("--no-color", action="store_true", help="train without SyMPIE's 4 colour corruptions")
+    data.add_argument("--no-color", action="store_true",
+                      help="train without SyMPIE's 4 colour corruptions (also taken out of --corruptions)")
     data.add_argument("--corruptions", nargs="+", metavar="NAME",
                       help="corruptions to draw from instead of the paper's 23, uniformly (a name given twice is "
                            "drawn twice as often; beyond the paper)")
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--pixel-weight", type=float, default=0.0,
                         help="weight of an auxiliary mean squared error between the corrected and the clean crop "
                              "(normalised pixels; beyond the paper, 0 = off)")
-    recipe.add_argument("--freeze-nem-bn", action="store_true",
+    recipe.add_argument("--freeze-nem-bn", action=argparse.BooleanOptionalAction, default=False,
                         help="keep the NEM's BatchNorm layers in eval mode while training, with the statistics of "
                              "--bn-calibration-batches training batches (beyond the paper)")
     recipe.add_argument("--bn-calibration-batches", type=int, default=8,
@@ -129,30 +130,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_numbers(args: argparse.Namespace) -> None:
+def check_flags(args: argparse.Namespace) -> None:
+    """Every flag's value and the flags' combinations, each wrong one refused in one sentence."""
     positive = ("epochs", "iters_per_epoch", "batch_size", "max_corruptions", "resize_size", "crop_size", "print_every")
     for name in positive:
         if getattr(args, name) < 1:
             raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    for name in ("workers", "val_workers", "val_iters", "image_every", "bn_calibration_batches"):
+    for name in ("workers", "val_workers", "val_iters", "image_every", "bn_calibration_batches", "seed"):
         if getattr(args, name) < 0:
+            raise UserInputError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(args, name)}.")
+    for name in ("lr", "grad_clamp", "temperature"):  # written so that NaN fails too
+        if not getattr(args, name) > 0:
+            raise UserInputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    for name in ("round2_weight", "pixel_weight"):
+        if not getattr(args, name) >= 0:
             raise UserInputError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(args, name)}.")
     if not 0 <= args.ema_rate <= 1:
         raise UserInputError(f"--ema-rate must be in [0, 1], got {args.ema_rate}.")
-    if args.lr <= 0 or args.grad_clamp <= 0:
-        raise UserInputError("--lr and --grad-clamp must be positive.")
+    if not 0 <= args.clean_fraction < 1:
+        raise UserInputError(f"--clean-fraction must be in [0, 1) (1 would leave every crop clean), got "
+                             f"{args.clean_fraction}.")
     for flag, value, choices in (("--init", args.init, INITS), ("--labels", args.labels, LABELS),
                                  ("--distill", args.distill, DISTILL_MODES), ("--recipe", args.recipe, RECIPES)):
         if value not in choices:
             raise UserInputError(f"{flag} {value!r} is not one of {', '.join(choices)}; pick one of them.")
-    if not 0 <= args.clean_fraction <= 1:
-        raise UserInputError(f"--clean-fraction must be in [0, 1], got {args.clean_fraction}.")
-    if args.pixel_weight < 0:
-        raise UserInputError(f"--pixel-weight cannot be negative, got {args.pixel_weight}.")
-    if args.temperature <= 0:
-        raise UserInputError(f"--temperature must be positive, got {args.temperature}.")
+    if args.labels == "dataset" and args.distill != DISTILL_MODES[0]:
+        raise UserInputError(f"--distill {args.distill} needs --labels classifier (with --labels dataset the target "
+                             f"is the folder's class); pass --labels classifier or --distill {DISTILL_MODES[0]}.")
+    if args.distill == DISTILL_MODES[0] and args.temperature != 1:
+        raise UserInputError(f"--temperature {args.temperature} only applies to --distill kl; pass --distill kl "
+                             f"or drop --temperature.")
     if args.crop_size > args.resize_size:
         raise UserInputError(f"--crop-size ({args.crop_size}) cannot exceed --resize-size ({args.resize_size}).")
+    training_methods(args.no_color, args.corruptions)  # unknown names, or nothing left without colour
 
 
 def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
@@ -279,7 +289,7 @@ class Trainer:
             stream = epoch * self.passes_per_epoch + p
             self.train_sampler.set_epoch(stream)
             self.train_set.set_epoch(stream)
-            for batch in self.train_loader:
+            for batch in worker_errors_in_one_sentence(self.train_loader):
                 yield batch
                 produced += 1
                 if produced == self.args.iters_per_epoch:
@@ -316,7 +326,7 @@ class Trainer:
     def validation_batches(self) -> Iterator:
         """The held-out split, the same crops and corruptions every epoch."""
         self.val_sampler.set_epoch(0)
-        for j, batch in enumerate(self.val_loader):
+        for j, batch in enumerate(worker_errors_in_one_sentence(self.val_loader)):
             if self.args.val_iters and j == self.args.val_iters:
                 return
             x, y, z = prepare_batch(batch, self.ctx.device, self.corruptions, VAL_PHASE, self.ctx.rank, j)
@@ -404,6 +414,18 @@ class Trainer:
         log.info("resumed %s at epoch %d (step %d)", path, self.start_epoch, state["step"])
 
 
+def worker_errors_in_one_sentence(loader: Iterable) -> Iterator:
+    """The batches of ``loader``; a UserInputError raised in a DataLoader worker (e.g. a folder of undecodable
+    images), which DataLoader re-raises with the worker's traceback as its message, is reduced to its sentence."""
+    try:
+        yield from loader
+    except UserInputError as err:
+        lines = str(err).strip().splitlines()
+        if len(lines) == 1:
+            raise
+        raise UserInputError(lines[-1].split("UserInputError: ", 1)[-1]) from None
+
+
 def export_half(model: nn.Module, path: Path) -> None:
     """The NEM state_dict of ``model`` with floating tensors in float16, written atomically."""
     torch_save({k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
@@ -418,13 +440,18 @@ def format_duration(seconds: float) -> str:
 
 
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+STDERR_HANDLER = "sympie.train.stderr"  # the name of the handler setup_logging adds
 
 
 def setup_logging() -> None:
-    """Rank 0 logs INFO to stderr, the other processes only warnings."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(LOG_FORMAT)
+    """Rank 0 logs INFO to stderr, the other processes only warnings (each line once, however often
+    :func:`main` runs in a process: the handler of an earlier call is replaced)."""
     root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == STDERR_HANDLER]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.set_name(STDERR_HANDLER)
+    handler.setFormatter(LOG_FORMAT)
     root.addHandler(handler)
     root.setLevel(logging.INFO if launched_rank() == 0 else logging.WARNING)
 
@@ -457,7 +484,7 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     Everything a user can get wrong is checked before the process group starts. ``classifiers`` may be
     given directly (tests, demos); otherwise ``build(args)`` makes them.
     """
-    check_numbers(args)
+    check_flags(args)
     world_size = launched_world_size()
     root = dataset_path("imagenet", args.config, args.imagenet)
     image_folder = scan_image_folder(root, labelled=args.labels == "dataset")
@@ -470,6 +497,8 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
             raise UserInputError(f"--resume: log dir {logdir} holds no run to continue (no {ckpt.CHECKPOINT}); check "
                                  f"--logdir, or drop --resume to start a new run there.")
         log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / ckpt.CHECKPOINT)
+    if args.export:
+        check_output_file(args.export, "--export")
     if classifiers is None:
         classifiers = build(args)
     with distributed(args.device) as ctx, run_logging(logdir, ctx.is_main):
