@@ -2,6 +2,7 @@
 and the shared filters and the vectorised glass-blur shuffle against slow direct implementations."""
 from __future__ import annotations
 
+import io
 import math
 import random
 
@@ -21,6 +22,7 @@ from classification.training.corruptions import (
     sample_corruption,
 )
 from classification.training.corruptions.blur import shuffle_sources
+from classification.training.corruptions.registry import ARRAY_CORRUPTIONS
 from conftest import reference_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -147,6 +149,32 @@ def test_single_image_equals_batch_of_one(name, astronaut):
     batch = corrupt_batch(as_batch(astronaut), [name], [2], torch.Generator().manual_seed(5))
     single = corrupt(astronaut, name, 2, seed=5)
     assert np.array_equal((batch[0] * 255).round().byte().permute(1, 2, 0).numpy(), single)
+
+
+@pytest.mark.parametrize("name", sorted(ARRAY_CORRUPTIONS))
+def test_per_image_paths_equal_the_tensor_implementations(name, astronaut):
+    rng = np.random.default_rng(0)
+    images = [
+        astronaut,
+        rng.integers(0, 256, (61, 90, 3), dtype=np.uint8),  # odd sizes, every level
+        np.zeros((7, 9, 3), np.uint8),  # black: brightness turns it grey, fog's peak is 0
+        np.full((7, 9, 3), 255, np.uint8),
+    ]
+    for severity in range(1, 6):
+        for image in images:
+            batch = corrupt_batch(as_batch(image), name, severity, torch.Generator().manual_seed(severity))
+            expected = (batch[0] * 255).round().byte().permute(1, 2, 0).numpy()
+            assert np.array_equal(corrupt(image, name, severity, seed=severity), expected), (name, severity, image.shape)
+
+
+@pytest.mark.parametrize("severity", range(1, 6))
+def test_jpeg_compression_is_a_pil_round_trip(severity, astronaut):
+    quality = (25, 18, 15, 10, 7)[severity - 1]
+    for image in (astronaut, np.random.default_rng(1).integers(0, 256, (61, 90, 3), dtype=np.uint8)):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        assert np.array_equal(corrupt(image, "jpeg_compression", severity), np.asarray(Image.open(buffer).convert("RGB")))
 
 
 def test_mixed_batch_equals_single_images(astronaut, chelsea):

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from classification.training.corruptions.filters import clipped_zoom, gaussian_filter, motion_blur, pad
-from classification.training.corruptions.registry import register
+from classification.training.corruptions.convert import unit_to_uint8
+from classification.training.corruptions.registry import register, register_array
 
 FROST_DIR = Path(__file__).resolve().parent.parent / "frost_images"
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
@@ -45,6 +46,7 @@ MUD_RGB = (63.0, 42.0, 20.0)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 FOG_MIN_SIZE = 256
+FRACTAL_MATRIX_LEVELS = 4  # 16x16 points from 255 draws
 SPATTER_MAX_DISTANCE = 20
 CANNY_THRESHOLDS = (50.0, 150.0)
 TAN_22_5 = math.tan(math.radians(22.5))
@@ -65,47 +67,88 @@ def _normal(shape: tuple[int, ...], mean: float, std: float, generator: torch.Ge
 # ---------------------------------------------------------------------------------------------- fog
 
 
+def _refine(grid: torch.Tensor, uniforms: list[torch.Tensor], wibble: float, decay: float) -> torch.Tensor:
+    """Diamond-square refinement of a wrapping (B, n, n) lattice, one level per (B, 3*n*n) block of U(-1, 1).
+
+    Each level doubles the lattice: a square centre is the mean of its four corners, an edge midpoint
+    the mean of its two corners and two centres; each new point gets ``wibble * U(-wibble, wibble)``
+    and the wibble is then divided by ``decay``.
+    """
+    batch = grid.shape[0]
+    for u in uniforms:
+        n = grid.shape[1]
+        jitter = u.reshape(batch, 3, n, n) * (wibble * wibble)
+        square = grid + grid.roll(-1, 1)  # each corner plus the one below it
+        centres = (square + square.roll(-1, 2)).div_(4).add_(jitter[:, 0])
+        top = (grid + grid.roll(-1, 2)).add_(centres).add_(centres.roll(1, 1)).div_(4).add_(jitter[:, 1])
+        left = square.add_(centres).add_(centres.roll(1, 2)).div_(4).add_(jitter[:, 2])
+        # New lattice point (2i + a, 2j + b): corner, top midpoint / left midpoint, centre.
+        quads = torch.stack((torch.stack((grid, top), dim=3), torch.stack((left, centres), dim=3)), dim=2)
+        grid = quads.reshape(batch, 2 * n, 2 * n)
+        wibble /= decay
+    return grid
+
+
+def _level_sizes(levels: int) -> list[int]:
+    """Uniforms drawn by each diamond-square level: three new points per lattice point."""
+    return [3 * 4**level for level in range(levels)]
+
+
+@lru_cache(maxsize=32)
+def _coarse_levels(levels: int, decay: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The first ``levels`` refinements as one matrix (draws, lattice points): they are linear in the draws."""
+    draws = sum(_level_sizes(levels))
+    basis = torch.eye(draws, dtype=torch.float64)
+    lattice = _refine(torch.zeros(draws, 1, 1, dtype=torch.float64), list(basis.split(_level_sizes(levels), dim=1)), 100.0, decay)
+    return lattice.reshape(draws, -1).to(device, dtype)
+
+
 def plasma_fractal(batch: int, size: int, decay: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """(B, size, size) diamond-square fractals in [0, 1], ``size`` a power of two.
 
-    The grid wraps around; the corner starts at 0 and the random amplitude ("wibble") starts at 100:
-    every new point is the mean of its four neighbours plus ``wibble * U(-wibble, wibble)``, and the
-    wibble is divided by ``decay`` whenever the step halves. Each step fills all squares, then all
-    diamonds, of every image at once; the uniforms of all steps are drawn in one call.
+    The grid wraps around, starts from a single 0 corner and a wibble of 100 (see :func:`_refine`); the
+    uniforms of all levels are drawn in one call. The first ``FRACTAL_MATRIX_LEVELS`` levels, a few
+    hundred points, are one matrix product (per-level tensor calls would cost more than the last level).
     """
-    grid = torch.zeros(batch, size, size, device=like.device, dtype=like.dtype)
-    steps = [size >> level for level in range(size.bit_length() - 1)]  # size, size/2, ..., 2
-    counts = [3 * (size // step) ** 2 for step in steps]
-    uniforms = _uniform((batch, sum(counts)), -1.0, 1.0, generator, like).split(counts, dim=1)
-    wibble = 100.0
-    for step, u in zip(steps, uniforms):
-        half, n = step // 2, size // step
-        jitter = u.reshape(batch, 3, n, n) * (wibble * wibble)  # wibble * U(-wibble, wibble)
-        corners = grid[:, ::step, ::step]
-        below = corners.roll(-1, 1)
-        square = corners + below
-        centres = (square + square.roll(-1, 2)).div_(4).add_(jitter[:, 0])
-        grid[:, half::step, half::step] = centres
-        # Top edge midpoints (i*step, j*step + half): corners left/right, centres above/below.
-        top = (corners + corners.roll(-1, 2)).add_(centres).add_(centres.roll(1, 1))
-        # Left edge midpoints (i*step + half, j*step): corners above/below, centres left/right.
-        left = square.add_(centres).add_(centres.roll(1, 2))
-        grid[:, ::step, half::step] = top.div_(4).add_(jitter[:, 1])
-        grid[:, half::step, ::step] = left.div_(4).add_(jitter[:, 2])
-        wibble /= decay
+    levels = size.bit_length() - 1
+    sizes = _level_sizes(levels)
+    uniforms = _uniform((batch, sum(sizes)), -1.0, 1.0, generator, like)
+    coarse = min(FRACTAL_MATRIX_LEVELS, levels)
+    split = sum(sizes[:coarse])
+    side = 1 << coarse
+    grid = (uniforms[:, :split] @ _coarse_levels(coarse, decay, like.device, like.dtype)).reshape(batch, side, side)
+    grid = _refine(grid, list(uniforms[:, split:].split(sizes[coarse:], dim=1)), 100.0 / decay**coarse, decay)
     grid -= grid.amin(dim=(1, 2), keepdim=True)
     return grid.div_(grid.amax(dim=(1, 2), keepdim=True))
+
+
+def _fog_fractal(batch: int, h: int, w: int, severity: int, generator: torch.Generator, like: torch.Tensor):
+    """(B, h, w) fractal of :func:`fog`: the top-left corner of a square one, at least 256 pixels wide."""
+    size = max(FOG_MIN_SIZE, 1 << math.ceil(math.log2(max(h, w))))
+    return plasma_fractal(batch, size, FOG[severity - 1][1], generator, like)[:, :h, :w]
 
 
 @register("fog")
 def fog(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     """Add a plasma fractal, then scale by max / (max + strength), max being the image's original maximum."""
-    strength, decay = FOG[severity - 1]
+    strength = FOG[severity - 1][0]
     b, _, h, w = x.shape
-    size = max(FOG_MIN_SIZE, 1 << math.ceil(math.log2(max(h, w))))
-    fractal = plasma_fractal(b, size, decay, generator, x)[:, None, :h, :w]
+    fractal = _fog_fractal(b, h, w, severity, generator, x)[:, None]
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
     return ((x + strength * fractal) * (peak / (peak + strength))).clamp_(0, 1)
+
+
+@register_array("fog")
+def fog_array(image: np.ndarray, severity: int, generator: torch.Generator) -> np.ndarray:
+    """:func:`fog` on one uint8 image: the same float32 arithmetic in NumPy, planar, no tensor round trip."""
+    strength = FOG[severity - 1][0]
+    h, w = image.shape[:2]
+    fractal = _fog_fractal(1, h, w, severity, generator, torch.empty(0, dtype=torch.float32))[0].numpy()
+    x = np.divide(image.transpose(2, 0, 1), np.float32(255), dtype=np.float32)
+    peak = np.float32(image.max()) / np.float32(255)  # equals x.max(): division by 255 is monotonic
+    x += strength * fractal
+    x *= peak / (peak + strength)
+    return unit_to_uint8(x).transpose(1, 2, 0)
 
 
 # -------------------------------------------------------------------------------------------- frost
