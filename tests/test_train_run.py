@@ -277,14 +277,34 @@ def test_undecodable_images_in_a_loader_worker_give_one_sentence(tmp_path, capsy
         for i in range(60):
             (root / f"n0{c}" / f"{i:03d}.png").write_bytes(b"not an image")
     (tmp_path / "no_datasets.yaml").write_text("{}\n")
+    message = error_after_logging(["--imagenet", str(root), "--logdir", str(tmp_path / "logs"), *FAST, "--workers", "1",
+                                   "--config", str(tmp_path / "no_datasets.yaml"), "--random-init", "--clas", "rn18"],
+                                  capsys)
+    assert message == (f"error: 100 images in a row under {root} could not be decoded; check the dataset (the log "
+                       f"lists the files).")
+
+
+def error_after_logging(argv, capsys) -> str:
+    """main(argv) fails with exit status 2 after the run started logging: its last stderr line, no traceback."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["--imagenet", str(root), "--logdir", str(tmp_path / "logs"), *FAST, "--workers", "1",
-              "--config", str(tmp_path / "no_datasets.yaml"), "--random-init", "--clas", "rn18"])
+        main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "DataLoader worker" not in err
-    assert err.strip().splitlines()[-1] == (f"error: 100 images in a row under {root} could not be decoded; check "
-                                            f"the dataset (the log lists the files).")
+    return err.strip().splitlines()[-1]
+
+
+def test_wrong_segmentation_checkpoint_leaves_no_run_behind(imagenet, tmp_path, capsys):
+    """The error used to come after run_config.json was written, so the corrected command was refused."""
+    nem = tmp_path / "nem.pth"
+    torch.save(train_module.ckpt.trainable_state(train_module.CorrectColMulti([tiny_classifier()])), nem)
+    (tmp_path / "city").mkdir()
+    logdir = tmp_path / "logs"
+    message = error_after_logging(["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--random-init",
+                                   "--clas", "rn18", "--config", str(imagenet.parent / "no_datasets.yaml"),
+                                   "--seg-checkpoint", str(nem), "--cityscapes", str(tmp_path / "city")], capsys)
+    assert message.startswith(f"error: segmentation checkpoint {nem} is not a DeepLab-V2")
+    assert not (logdir / "run_config.json").exists()
 
 
 def test_resume_refuses_other_beyond_the_paper_flags_and_an_unrecorded_one(imagenet, tmp_path, capsys):

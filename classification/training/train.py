@@ -502,11 +502,12 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     if classifiers is None:
         classifiers = build(args)
     with distributed(args.device) as ctx, run_logging(logdir, ctx.is_main):
-        if ctx.is_main:
-            ckpt.write_run_config(logdir, args, world_size)
         validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
                                       args.val_workers, ctx.device, trusted=args.trust_checkpoint)
-        Trainer(args, ctx, classifiers, image_folder, root, resume=resume, validators=validators).fit()
+        trainer = Trainer(args, ctx, classifiers, image_folder, root, resume=resume, validators=validators)
+        if ctx.is_main:  # only now, so that a wrong segmentation checkpoint leaves no run behind
+            ckpt.write_run_config(logdir, args, world_size)
+        trainer.fit()
     return logdir
 
 
