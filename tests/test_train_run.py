@@ -122,6 +122,42 @@ def test_run_outputs_and_killed_then_resumed_run_ends_like_an_uninterrupted_one(
     assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]  # the killed step is purged
 
 
+@pytest.mark.slow
+def test_small_path_run_killed_before_and_after_its_first_checkpoint_ends_like_an_uninterrupted_one(
+        imagenet, tmp_path, monkeypatch):
+    """The beyond-the-paper flags (calibrated frozen BatchNorm, classifier targets, KL, clean crops, no round
+    2) resume bit for bit too, and a run killed before its first checkpoint restarts without leaving the
+    killed steps in TensorBoard."""
+    flags = ["--labels", "classifier", "--distill", "kl", "--init", "identity", "--freeze-nem-bn",
+             "--bn-calibration-batches", "2", "--clean-fraction", "0.25", "--round2-weight", "0",
+             "--corruptions", "fog", "darken", "darken"]
+    train(run_args(imagenet, tmp_path / "whole", *flags), classifiers=[tiny_classifier()])
+    real_step = train_module.train_step
+    for kill_at, resume in ((2, []), (4, ["--resume"])):  # the second step of epoch 1, then of epoch 2
+        calls = []
+
+        def dying_step(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == kill_at:
+                raise Killed
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(train_module, "train_step", dying_step)
+        with pytest.raises(Killed):
+            train(run_args(imagenet, tmp_path / "split", *flags, *resume), classifiers=[tiny_classifier()])
+        assert (tmp_path / "split" / "checkpoint.pth").exists() == bool(resume)
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    train(run_args(imagenet, tmp_path / "split", *flags, "--resume"), classifiers=[tiny_classifier()])
+    for name in ("final.pth", "final_ema.pth"):
+        assert tensors_equal(load_nem_checkpoint(tmp_path / "whole" / name),
+                             load_nem_checkpoint(tmp_path / "split" / name)), name
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "split"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]
+
+
 def test_segmentation_validation_hook(imagenet, tmp_path, monkeypatch):
     """With a DeepLab checkpoint and both folders, every epoch evaluates the student's NEM on both."""
     import segmentation.validation as segmentation_validation

@@ -231,8 +231,10 @@ class Trainer:
         if ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            # on resume, drop the events logged after the checkpoint by the interrupted process
-            self.writer = SummaryWriter(str(self.logdir), purge_step=self.start_epoch * args.iters_per_epoch or None)
+            # on resume, drop the events logged after the checkpoint by the interrupted process (all of them when
+            # it was killed before its first checkpoint)
+            self.writer = SummaryWriter(str(self.logdir),
+                                        purge_step=self.start_epoch * args.iters_per_epoch if args.resume else None)
 
     def _loader(self, dataset: DistortImageFolder, workers: int) -> tuple[DistributedSampler, DataLoader]:
         sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True,
