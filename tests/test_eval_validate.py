@@ -171,3 +171,20 @@ def test_random_init_classifier_is_the_same_whatever_the_rng_did_before():
     torch.rand(1000)  # another process (or rank) may have used the generator differently before
     second = validate.make_classifier(args).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_channels_last_batches_reach_the_model_in_that_format_with_the_same_values(bar_tree):
+    seen = {False: [], True: []}
+
+    class Recording(ColourClassifier):
+        def forward(self, x):
+            seen[channels_last].append((x.is_contiguous(memory_format=torch.channels_last), x.contiguous()))
+            return super().forward(x)
+
+    counts = {}
+    for channels_last in (False, True):
+        counts[channels_last] = evaluate_grid(Recording(), ImagenetCBar(bar_tree), batch_size=16, workers=0,
+                                              channels_last=channels_last, progress=False)
+        assert seen[channels_last] and all(fmt == channels_last for fmt, _ in seen[channels_last])
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen[False], seen[True], strict=True))
+    assert torch.equal(counts[False].correct, counts[True].correct)

@@ -117,7 +117,8 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
                 bad = dataset.item(int(indices[~decoded][0]))
                 raise UserInputError(f"image {bad.path} (line {bad.line_no} of {dataset.split_file}) cannot be "
                                      f"decoded; replace the file or remove the line.")
-            x = normalize_uint8(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+            # The memory format is set on the uint8 batch: the normalisation keeps it (no float copy).
+            x = normalize_uint8(images.to(device, non_blocking=True).contiguous(memory_format=memory_format))
             with autocast(device, amp):
                 logits = model(x)
             correct = logits.argmax(dim=1) == labels.to(device)
