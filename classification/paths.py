@@ -41,16 +41,20 @@ def config_file(config: str | os.PathLike | None = None) -> Path:
 def load_paths(config: str | os.PathLike | None = None) -> dict[str, Path | None]:
     """Every key of the YAML as an absolute path; placeholders and empty values become ``None``."""
     path = config_file(config)
-    if not path.is_file():
+    if not path.exists():
         raise UserInputError(f"config file {path} does not exist; pass --config PATH or set {ENV_VAR}.")
     try:
         raw = yaml.safe_load(read_text(path, "config file")) or {}
     except yaml.YAMLError as err:
-        raise UserInputError(f"config file {path} is not valid YAML ({err}); fix it or pass --config.") from None
+        raise UserInputError(f"config file {path} is not valid YAML ({yaml_problem(err)}); fix it (indent with "
+                             f"spaces, not tabs) or pass --config.") from None
     if not isinstance(raw, dict):
         raise UserInputError(f"config file {path} must map dataset keys to paths, e.g. 'imagenet: /data/train'.")
     resolved: dict[str, Path | None] = {}
     for key, value in raw.items():
+        if isinstance(value, (list, dict, bool)):
+            raise UserInputError(f"key '{key}' in {path} holds {value!r}, not a folder path; write "
+                                 f"'{key}: /your/path' (quote paths that YAML would read otherwise).")
         if value is None or str(value).strip() == "" or str(value).startswith(PLACEHOLDER_PREFIX):
             resolved[str(key)] = None
             continue
@@ -77,7 +81,17 @@ def dataset_path(key: str, config: str | os.PathLike | None = None, override: st
         source = f"key '{key}' of {config_file(config)}"
     if must_exist and not path.exists():
         raise UserInputError(f"{path} (from {source}) does not exist; fix the path or download the dataset.")
+    if must_exist and not path.is_dir():
+        raise UserInputError(f"{path} (from {source}) is a file, not a folder; give the dataset's folder.")
     return path
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's several-line message in one line: the problem and where it is."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}".replace("\t", "\\t")
 
 
 def configured(key: str, config: str | os.PathLike | None = None) -> Path | None:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from classification.atomic import atomic_path, check_output_file
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
-from classification.imagenet import imagenet_class_index
+from classification.imagenet import SPLIT_FILE, imagenet_class_index
 from classification.paths import add_config_argument, dataset_path
 
 log = logging.getLogger("make_splits")
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(key=default_key)
         return sub
 
-    imagenetc = command("imagenetc", "images.txt for ImageNet-C, -C-Bar or -C-Mixed", "imagenetc")
+    imagenetc = command("imagenetc", f"{SPLIT_FILE} for ImageNet-C, -C-Bar or -C-Mixed", "imagenetc")
     imagenetc.add_argument("--key", choices=("imagenetc", "imagenetc-bar", "imagenetc-mixed"), default="imagenetc",
                            help="config key used when ROOT is not given (default: imagenetc)")
     command("cbar-severities", "link 1..5 to ImageNet-C-Bar's parameter-named severity folders", "imagenetc-bar",
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.dataset == "cbar-severities":
         link_cbar_severities(root)
         return root
-    default_name = "images.txt" if args.dataset == "imagenetc" else f"{args.split}.txt"
+    default_name = SPLIT_FILE if args.dataset == "imagenetc" else f"{args.split}.txt"
     out = check_output_file(args.out or root / default_name, "--out")  # before the (long) listing
     if args.dataset == "imagenetc":
         lines = imagenetc_lines(root)

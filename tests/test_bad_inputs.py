@@ -293,6 +293,42 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path):
     assert_nothing_half_written(tmp_path)
 
 
+def _fork_server_of(pid: int) -> bool:
+    """True once process ``pid`` has started multiprocessing's fork server (a child still importing torch)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields["PPid"]) == pid and b"forkserver" in (status.parent / "cmdline").read_bytes():
+                return True
+        except (OSError, KeyError, ValueError):
+            continue
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="finds the fork server through /proc")
+def test_ctrl_c_of_the_terminal_while_workers_start_is_one_line(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the fork server and workers, still importing torch,
+    must stay silent and the main process alone report it."""
+    config(tmp_path)
+    val = val_folder(tmp_path, per_class=4, size=300)
+    environment = {**os.environ, "SYMPIE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, RENDER, "--val", str(val), "--out", str(tmp_path / "out"),
+                                "--workers", "2"], cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not _fork_server_of(process.pid):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert len(lines) == 1 and lines[0].startswith("interrupted"), stderr
+    assert not (tmp_path / "out" / "images.txt").exists()
+    assert_nothing_half_written(tmp_path)
+
+
 @pytest.mark.slow
 def test_empty_cells_are_null_and_outputs_honour_the_umask(tmp_path):
     config(tmp_path)

@@ -109,6 +109,25 @@ def test_cli_reports_bad_grids_in_one_sentence(tmp_path, capsys):
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_grid_files_as_users_hand_them_in(tmp_path):
+    """A byte-order mark and the .meta.json sidecar are read; a truncated file, an empty one and a folder are
+    named with what is wrong."""
+    rows = random_rows(17)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    assert load_grid(tmp_path / "bom.json").values.tolist() == rows
+    (tmp_path / "g.meta.json").write_text(json.dumps({"grid": rows, "rows": list(IMAGENETC_CATEGORIES), "total": []}))
+    assert load_grid(tmp_path / "g.meta.json").values.tolist() == rows
+    (tmp_path / "cut.json").write_text(json.dumps(rows)[:50])
+    with pytest.raises(UserInputError, match=r"cut\.json is not valid JSON \(.* at line 1 column 51\); .*run it again"):
+        load_grid(tmp_path / "cut.json")
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(UserInputError, match=r"empty\.json is empty"):
+        load_grid(tmp_path / "empty.json")
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(UserInputError, match=r"folder\.json is a folder, not a file"):
+        load_grid(tmp_path / "folder.json")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("style, script", [("folder", "validate"), ("path", "compare"), ("module", "eval_vizwiz")])
 def test_entry_points_run(style, script):

@@ -82,3 +82,27 @@ def test_bad_input(tmp_path, content, message):
         (tmp_path / "annotations.json").write_text(json.dumps(content))
     with pytest.raises(UserInputError, match=message):
         VizWiz(tmp_path)
+
+
+def test_byte_order_mark_and_crlf_annotations_are_read(vizwiz_root):
+    source = vizwiz_root / "annotations.json"
+    text = json.dumps(json.loads(source.read_text()), indent=1).replace("\n", "\r\n")
+    source.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    dataset = VizWiz(vizwiz_root)
+    assert dataset.annotations.category_ids == CATEGORIES and dataset.annotations.labels["VizWiz_val_00000001.jpg"] == {500}
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"categories": [{"id": 1}], "images": ["VizWiz_val_1.jpg"', r"not valid JSON \(.* at line 1 column \d+\)"),
+    ("", "is empty"),
+    ({"categories": [{"id": 1}], "images": "VizWiz_val_1.jpg"}, "'images' .* must be a list of file names"),
+    ({"categories": [{"id": 1}], "images": [], "labels": {"VizWiz_val_1.jpg": "cat"}},
+     r"label of 'VizWiz_val_1\.jpg' .* is 'cat'; labels are ImageNet class indices"),
+    ({"categories": [{"id": 1}], "images": [], "annotations": [{"image": ["a"], "category_id": 1}]},
+     "lacks the 'image' file name"),
+])
+def test_malformed_annotations_are_one_sentence(tmp_path, content, message):
+    text = content if isinstance(content, str) else json.dumps(content)
+    (tmp_path / "annotations.json").write_text(text)
+    with pytest.raises(UserInputError, match=message):
+        read_annotations(tmp_path)

@@ -48,3 +48,40 @@ def test_bad_config_files(tmp_path):
     (tmp_path / "broken.yaml").write_text("imagenet: [unclosed\n")
     with pytest.raises(UserInputError, match="not valid YAML"):
         load_paths(tmp_path / "broken.yaml")
+
+
+def test_byte_order_mark_and_crlf_line_endings_are_read(tmp_path):
+    (tmp_path / "inet").mkdir()
+    (tmp_path / "win.yaml").write_bytes(b"\xef\xbb\xbfimagenet: inet\r\nacdc: /path/to/acdc\r\n")
+    assert load_paths(tmp_path / "win.yaml") == {"imagenet": tmp_path / "inet", "acdc": None}
+
+
+def test_a_tab_is_reported_in_one_line_with_its_place(tmp_path):
+    (tmp_path / "tab.yaml").write_text("imagenet: /a\n\tacdc: /b\n")
+    with pytest.raises(UserInputError) as err:
+        load_paths(tmp_path / "tab.yaml")
+    assert "\n" not in str(err.value) and "\t" not in str(err.value)
+    assert "character '\\t'" in str(err.value) and "line 2, column 1" in str(err.value)
+
+
+@pytest.mark.parametrize("text, shown", [("imagenet: [/a, /b]\n", "['/a', '/b']"), ("imagenet:\n  train: /a\n", "{'train'"),
+                                         ("imagenet: yes\n", "True")])
+def test_a_value_that_is_not_a_path_is_named(tmp_path, text, shown):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(UserInputError, match=r"key 'imagenet' in .*c\.yaml holds .*not a folder path") as err:
+        dataset_path("imagenet", tmp_path / "c.yaml")
+    assert shown in str(err.value)
+
+
+def test_empty_config_a_config_folder_and_a_file_for_a_folder(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(UserInputError, match=r"key 'imagenet' is missing from .*empty\.yaml"):
+        dataset_path("imagenet", tmp_path / "empty.yaml")
+    with pytest.raises(UserInputError, match=r"config file .* is a folder, not a file"):
+        load_paths(tmp_path)
+    (tmp_path / "data.tar").write_bytes(b"")
+    (tmp_path / "c.yaml").write_text("imagenet: data.tar\n")
+    with pytest.raises(UserInputError, match=r"data\.tar \(from key 'imagenet' of .*c\.yaml\) is a file, not a folder"):
+        dataset_path("imagenet", tmp_path / "c.yaml")
+    with pytest.raises(UserInputError, match=r"data\.tar \(from the command line\) is a file"):
+        dataset_path("imagenet", override=tmp_path / "data.tar")

@@ -11,7 +11,6 @@ clean; C-Bar: the 10).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from classification.atomic import atomic_path
 from classification.errors import UserInputError
 from classification.eval.imagenetc import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS, IMAGENETC_CATEGORIES,
                                            IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
+from classification.textfile import read_json
 from classification.training.corruptions import IMAGENET_C
 
 GRID_DIR = Path(__file__).resolve().parent / "json"  # where validate.py writes its grids by default
@@ -128,14 +128,13 @@ def validate_command(path: Path) -> str | None:
 def load_grid(path: str | os.PathLike) -> Grid:
     """Read a grid JSON written by validate.py (one clear error for a missing file, bad JSON or a wrong shape)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         command = validate_command(path)
         how = f"write it with `{command}` (from the repository root)" if command else "run validate.py first"
         raise UserInputError(f"grid file {path} does not exist; {how} or fix the path.")
-    try:
-        rows = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"grid file {path} is not valid JSON ({err}); pass a file written by validate.py.") from None
+    rows = read_json(path, "grid file", "pass a file written by validate.py (run it again if it was cut short)")
+    if isinstance(rows, dict) and "grid" in rows and "rows" in rows:  # the .meta.json sidecar holds the grid too
+        rows = rows["grid"]
     return grid_from_rows(rows, source=f"grid file {path}")
 
 

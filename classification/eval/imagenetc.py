@@ -23,13 +23,13 @@ import torch
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
+from classification.imagenet import SPLIT_FILE
 from classification.eval.preprocess import CROP, load_eval_uint8
 from classification.textfile import read_text
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
 
 SEVERITIES = (1, 2, 3, 4, 5)
 ALL_COLUMNS = (1 << len(SEVERITIES)) - 1  # column mask of an image counted at every severity
-SPLIT_FILE = "images.txt"
 QUICK_SEED = 42
 QUICK_FRACTION = 50
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import random
 import shutil
@@ -50,7 +50,7 @@ from classification.errors import UserInputError, report_user_errors
 from classification.eval.imagenetc import CROP, SEVERITIES, SPLIT_FILE
 from classification.eval.preprocess import pil_rgb8
 from classification.imagenet import imagenet_class_index
-from classification.textfile import read_text
+from classification.textfile import read_json, read_text
 from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, IMAGENET_C_GROUPS, corrupt
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,7 @@ def check_manifest(out: Path, seed: int) -> None:
     """Create ``out`` with a manifest, or check that it was made with the same seed."""
     manifest = out / MANIFEST
     if manifest.is_file():
-        try:
-            recorded = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserInputError(f"{manifest} is not valid JSON; delete the output folder or fix the file.") from None
+        recorded = read_json(manifest, "render manifest", "delete the output folder or fix the file")
         if not isinstance(recorded, dict) or recorded.get("seed") != seed:
             seen = recorded.get("seed") if isinstance(recorded, dict) else None
             raise UserInputError(f"{out} was rendered with seed {seen}, not {seed}; pass --seed {seen} to resume "
@@ -280,13 +277,42 @@ def _single_torch_thread():
         torch.set_num_threads(threads)
 
 
+def _start_fork_server() -> None:
+    """Start the fork server (unless it runs) with Ctrl-C ignored. It keeps ignoring it, and so do the workers
+    it forks, from birth: a Ctrl-C while they import torch and set up prints no traceback of theirs, and this
+    process alone reports it (one line). A Ctrl-C in the milliseconds of this call itself is lost."""
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """A fork server that imported this module once (cheap, and safe after torch ran OpenMP); else spawn."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__ if __name__ != "__main__" else "classification.eval.render"])
+    _start_fork_server()
     return context
+
+
+@contextlib.contextmanager
+def _worker_pool(plan: RenderPlan, workers: int):
+    """A pool of ``workers`` render processes, terminated on leaving. A Ctrl-C while it starts is held back
+    until the pool is whole, then raised: a pool cut short in its constructor would leave workers that
+    start after this process has exited and print tracebacks."""
+    interrupted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        pool = _pool_context().Pool(workers, initializer=_init_worker, initargs=(plan,))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with pool:
+        if interrupted:
+            raise KeyboardInterrupt
+        yield pool
 
 
 def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> int:
@@ -301,7 +327,7 @@ def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> in
                     bar.update()
                     bar.set_postfix(files=written, refresh=False)
         else:
-            with _pool_context().Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:
+            with _worker_pool(plan, workers) as pool:
                 for count in pool.imap_unordered(_render_in_worker, images):
                     written += count
                     bar.update()

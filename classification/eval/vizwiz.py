@@ -10,7 +10,6 @@ prediction is correct when it is one of the image's labelled categories.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from classification.errors import UserInputError
 from classification.eval.preprocess import CROP, load_eval_uint8, normalize_uint8
+from classification.textfile import read_json
 
 ANNOTATIONS_FILE = "annotations.json"
 
@@ -43,19 +43,24 @@ def image_folder(root: Path, file_name: str) -> Path:
 
 
 def _labels(raw: dict, source: Path) -> dict[str, set[int]]:
-    def ids(value) -> set[int]:
-        return {int(v) for v in (value if isinstance(value, list) else [value])}
+    def ids(value, image) -> set[int]:
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
+                   for v in values):
+            raise UserInputError(f"the label of {image!r} in {source} is {value!r}; labels are ImageNet class "
+                                 f"indices (a number or a list of numbers).")
+        return {int(v) for v in values}
 
     if isinstance(raw.get("labels"), dict):
-        return {name: ids(value) for name, value in raw["labels"].items()}
+        return {str(name): ids(value, name) for name, value in raw["labels"].items()}
     labels: dict[str, set[int]] = {}
     for entry in raw.get("annotations") or []:
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise UserInputError(f"an entry of 'annotations' in {source} lacks the 'image' key; see "
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise UserInputError(f"an entry of 'annotations' in {source} lacks the 'image' file name; see "
                                  f"classification/eval/vizwiz.py for the accepted label formats.")
         value = entry.get("category_ids", entry.get("category_id"))
         if value is not None:
-            labels.setdefault(entry["image"], set()).update(ids(value))
+            labels.setdefault(entry["image"], set()).update(ids(value, entry["image"]))
     return labels
 
 
@@ -63,13 +68,15 @@ def read_annotations(root: Path) -> VizWizAnnotations:
     source = root / ANNOTATIONS_FILE
     if not source.is_file():
         raise UserInputError(f"{source} does not exist; download the VizWiz-Classification annotations there.")
+    raw = read_json(source, "annotation file", "re-download the VizWiz-Classification annotations")
     try:
-        raw = json.loads(source.read_text())
         category_ids = [int(c["id"]) for c in raw["categories"]]
-        images = [str(name) for name in raw["images"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        images = raw["images"]
+    except (KeyError, TypeError, ValueError) as err:
         raise UserInputError(f"{source} is not a VizWiz-Classification annotation file ({type(err).__name__}: {err}); "
                              f"it needs 'categories' (list of {{\"id\": ...}}) and 'images' (file names).") from None
+    if not isinstance(images, list) or not all(isinstance(name, str) for name in images):
+        raise UserInputError(f"'images' in {source} must be a list of file names such as VizWiz_val_00003893.jpg.")
     if not category_ids or not all(0 <= i < 1000 for i in category_ids):
         raise UserInputError(f"the 'categories' of {source} must be ImageNet class indices 0..999.")
     return VizWizAnnotations(category_ids, images, _labels(raw, source))
