@@ -276,6 +276,9 @@ def test_photo_variants_are_seeded_and_flat(tmp_path, monkeypatch):
         f.unlink()
     folder.rmdir()
     assert [f.read_bytes() for f in sorted(small.photo_variant_folder(photos).iterdir())] == first
+    files[1].unlink()  # a damaged cache (a file missing, one extra) is made again, not trained on
+    (folder / "stray.jpg").write_bytes(b"")
+    assert [f.read_bytes() for f in sorted(small.photo_variant_folder(photos).iterdir())] == first
 
 
 @pytest.mark.slow

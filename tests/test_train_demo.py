@@ -26,6 +26,16 @@ def test_demo_folder_has_imagenet_class_indices(cache):
     assert demo.demo_image_folder() == root  # made once, then reused
 
 
+def test_damaged_demo_folder_is_made_again(cache):
+    root = demo.demo_image_folder()
+    files = sorted(root.rglob("*.jpg"))
+    originals = {f: f.read_bytes() for f in files[:2]}
+    files[0].unlink()  # missing
+    files[1].write_bytes(b"")  # emptied
+    assert demo.demo_image_folder() == root
+    assert sorted(root.rglob("*.jpg")) == files and all(f.read_bytes() == b for f, b in originals.items())
+
+
 @pytest.mark.slow
 def test_demo_trains_and_writes_a_usable_checkpoint(cache, tmp_path):
     logdir = tmp_path / "run"

@@ -10,8 +10,10 @@ a TensorBoard log and ``final.pth``.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -20,6 +22,8 @@ from classification.atomic import atomic_folder, check_output_dir
 from classification.errors import UserInputError
 from classification.imagenet import imagenet_class_index
 from classification.samples import CACHE_ENV, SAMPLE_LABELS, cache_root, sample_path
+
+log = logging.getLogger(__name__)
 
 VARIANTS_PER_PHOTO = 30
 VARIANT_SIZE = 288
@@ -59,21 +63,17 @@ def parse_demo_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def demo_image_folder() -> Path:
-    """The demo folder in the cache (``$SYMPIE_CACHE`` or ``~/.cache/sympie``), made once.
-
-    Every process of a torchrun launch may get here first: each renders its own copy, and the first one
-    renamed into place is kept (the content is the same, it is seeded).
-    """
+    """The demo folder in the cache (``$SYMPIE_CACHE`` or ``~/.cache/sympie``), made once (see
+    :func:`cached_folder`)."""
     target = check_output_dir(cache_root() / FOLDER_NAME, f"the demo cache folder (${CACHE_ENV}/{FOLDER_NAME})")
-    if not target.is_dir():
-        with atomic_folder(target) as staging:
-            write_demo_image_folder(staging)
-    return target
-
-
-def write_demo_image_folder(root: Path) -> None:
-    """All 1000 class folders, the sample photos' variants in their labels' folders."""
     wnids = sorted(imagenet_class_index())
+    files = {f"{wnids[label]}/{name}_{k:02d}.jpg" for name, label in SAMPLE_LABELS.items()
+             for k in range(VARIANTS_PER_PHOTO)}
+    return cached_folder(target, files, lambda root: write_demo_image_folder(root, wnids))
+
+
+def write_demo_image_folder(root: Path, wnids: Sequence[str]) -> None:
+    """All 1000 class folders, the sample photos' variants in their labels' folders."""
     for wnid in wnids:
         (root / wnid).mkdir()
     rng = random.Random(DEMO_SEED)
@@ -82,6 +82,25 @@ def write_demo_image_folder(root: Path) -> None:
             photo = photo.convert("RGB")
         for k in range(VARIANTS_PER_PHOTO):
             variant_of(photo, rng, VARIANT_SIZE).save(root / wnids[label] / f"{name}_{k:02d}.jpg", quality=95)
+
+
+def cached_folder(target: Path, files: set[str], write: Callable[[Path], None]) -> Path:
+    """``target``, filled by ``write`` in a temporary folder renamed into place, unless it already holds
+    exactly ``files`` (relative paths, none of them empty); a folder with a file missing, added or empty
+    (e.g. an interrupted copy or a clean-up) is made again.
+
+    Every process of a torchrun launch may get here first: each renders its own copy, and the first one
+    renamed into place is kept (the content is the same, it is seeded).
+    """
+    if target.is_dir():
+        present = {p.relative_to(target).as_posix(): p.stat().st_size for p in target.rglob("*") if p.is_file()}
+        if set(present) == files and all(present.values()):
+            return target
+        log.warning("%s has missing, extra or empty files; making it again", target)
+        shutil.rmtree(target, ignore_errors=True)
+    with atomic_folder(target) as staging:
+        write(staging)
+    return target
 
 
 def variant_of(photo: Image.Image, rng: random.Random, size: int) -> Image.Image:

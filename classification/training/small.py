@@ -21,10 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from classification.atomic import atomic_folder
 from classification.errors import UserInputError
 from classification.samples import cache_root
-from classification.training.demo import variant_of
+from classification.training.demo import cached_folder, variant_of
 from classification.training.imagenetc import image_files
 
 PHOTOS_DIR = Path(__file__).resolve().parent / "demo_photos" / "train"
@@ -88,12 +87,15 @@ def photo_variant_folder(photos: Path = PHOTOS_DIR) -> Path:
     for path in sources:
         digest.update(Path(path).name.encode() + Path(path).read_bytes())
     target = cache_root() / f"{FOLDER_PREFIX}{digest.hexdigest()[:12]}"
-    if not target.is_dir():
-        with atomic_folder(target) as staging:
-            rng = random.Random(VARIANT_SEED)
-            for path in sources:
-                with Image.open(path) as photo:
-                    photo = photo.convert("RGB")
-                for k in range(VARIANTS_PER_PHOTO):
-                    variant_of(photo, rng, VARIANT_SIZE).save(staging / f"{Path(path).stem}_{k:03d}.jpg", quality=95)
-    return target
+    files = {f"{Path(path).stem}_{k:03d}.jpg" for path in sources for k in range(VARIANTS_PER_PHOTO)}
+    return cached_folder(target, files, lambda staging: write_variants(staging, sources))
+
+
+def write_variants(folder: Path, sources: Sequence[str]) -> None:
+    """:data:`VARIANTS_PER_PHOTO` seeded variants of every photo of ``sources``, flat in ``folder``."""
+    rng = random.Random(VARIANT_SEED)
+    for path in sources:
+        with Image.open(path) as photo:
+            photo = photo.convert("RGB")
+        for k in range(VARIANTS_PER_PHOTO):
+            variant_of(photo, rng, VARIANT_SIZE).save(folder / f"{Path(path).stem}_{k:03d}.jpg", quality=95)

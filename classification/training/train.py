@@ -483,8 +483,10 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
           build: Callable[[argparse.Namespace], Sequence[nn.Module]] = build_classifiers) -> Path:
     """Run (or resume) the training described by ``args``; returns the log dir.
 
-    Everything a user can get wrong is checked before the process group starts. ``classifiers`` may be
-    given directly (tests, demos); otherwise ``build(args)`` makes them.
+    The flags, the data folder and the output paths are checked before the classifiers are built and the
+    process group starts; ``run_config.json``, which marks the log dir as holding a run, is written only
+    once the trainer is built. ``classifiers`` may be given directly (tests, demos); otherwise
+    ``build(args)`` makes them.
     """
     check_flags(args)
     world_size = launched_world_size()
