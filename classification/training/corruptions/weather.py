@@ -79,9 +79,10 @@ def _refine(grid: torch.Tensor, uniforms: list[torch.Tensor], wibble: float, dec
         n = grid.shape[1]
         jitter = u.reshape(batch, 3, n, n) * (wibble * wibble)
         square = grid + grid.roll(-1, 1)  # each corner plus the one below it
-        centres = (square + square.roll(-1, 2)).div_(4).add_(jitter[:, 0])
-        top = (grid + grid.roll(-1, 2)).add_(centres).add_(centres.roll(1, 1)).div_(4).add_(jitter[:, 1])
-        left = square.add_(centres).add_(centres.roll(1, 2)).div_(4).add_(jitter[:, 2])
+        # jitter + sum / 4, in one call (a quarter is exact, so the rounding is that of the two steps)
+        centres = torch.add(jitter[:, 0], square + square.roll(-1, 2), alpha=0.25)
+        top = torch.add(jitter[:, 1], (grid + grid.roll(-1, 2)).add_(centres).add_(centres.roll(1, 1)), alpha=0.25)
+        left = torch.add(jitter[:, 2], square.add_(centres).add_(centres.roll(1, 2)), alpha=0.25)
         # New lattice point (2i + a, 2j + b): corner, top midpoint / left midpoint, centre.
         quads = torch.stack((torch.stack((grid, top), dim=3), torch.stack((left, centres), dim=3)), dim=2)
         grid = quads.reshape(batch, 2 * n, 2 * n)
@@ -144,7 +145,7 @@ def fog_array(image: np.ndarray, severity: int, generator: torch.Generator) -> n
     strength = FOG[severity - 1][0]
     h, w = image.shape[:2]
     fractal = _fog_fractal(1, h, w, severity, generator, torch.empty(0, dtype=torch.float32))[0].numpy()
-    x = np.divide(image.transpose(2, 0, 1), np.float32(255), dtype=np.float32)
+    x = np.divide(image.transpose(2, 0, 1), np.float32(255), dtype=np.float32, order="C")  # planar
     peak = np.float32(image.max()) / np.float32(255)  # equals x.max(): division by 255 is monotonic
     x += strength * fractal
     x *= peak / (peak + strength)
