@@ -267,6 +267,13 @@ def test_bad_input_is_one_sentence(imagenet, tmp_path, capsys):
     assert not (tmp_path / "logs").exists()  # nothing written before the input is known to be good
 
 
+def test_class_folders_that_are_not_imagenets_are_warned_about(imagenet, tmp_path, monkeypatch, caplog):
+    """With --labels dataset the i-th folder is the classifier's class i: on other folders that is silent nonsense."""
+    monkeypatch.setattr(train_module.Trainer, "fit", lambda trainer: None)
+    train(run_args(imagenet, tmp_path / "run"), classifiers=[tiny_classifier()])
+    assert f"{imagenet} does not hold ImageNet's 1000 class folders (it has 2)" in caplog.text
+
+
 def test_resume_refuses_a_different_run(imagenet, tmp_path, capsys):
     logdir = tmp_path / "logs"
     logdir.mkdir()

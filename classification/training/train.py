@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from classification.cli import add_classifier_args, add_segmenter_args
 from classification.errors import UserInputError, report_user_errors
+from classification.imagenet import imagenet_class_index
 from classification.atomic import check_output_dir, check_output_file, torch_save
 from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
@@ -493,6 +494,10 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     root = dataset_path("imagenet", args.config, args.imagenet)
     image_folder = scan_image_folder(root, labelled=args.labels == "dataset")
     check_split_sizes(image_folder, args, world_size, root)
+    if args.labels == "dataset" and image_folder[0] != sorted(imagenet_class_index()):
+        log.warning("%s does not hold ImageNet's 1000 class folders (it has %d): the i-th folder in sorted order is "
+                    "taken as the classifier's class i; pass --labels classifier to train on other photos", root,
+                    len(image_folder[0]))
     logdir = Path(args.logdir)
     check_output_dir(logdir, "--logdir")
     resume = ckpt.check_logdir(logdir, args, world_size)
