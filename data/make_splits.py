@@ -202,7 +202,7 @@ def darkzurich_lines(root: Path, split: str) -> list[str]:
 
 def write_lines(path: Path, lines: list[str]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{line}\n" for line in lines))
+        tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     log.info("wrote %s (%d lines)", path, len(lines))
 
 

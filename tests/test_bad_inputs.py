@@ -254,6 +254,78 @@ def test_sixteen_bit_png_renders_and_evaluates(tmp_path):
     assert_nothing_half_written(tmp_path)
 
 
+def _as_user_files(root: Path) -> Path:
+    """The benchmark as users' folders hold it: the first image renamed with a space and accents, the second
+    saved in five other modes (grey, CMYK, RGBA, palette, 16-bit grey), a .DS_Store beside the split file."""
+    lines = (root / "images.txt").read_text().splitlines()
+    first, second = (line.split()[0] for line in lines[:2])
+    renamed = "my phötø 1"
+    for path in root.rglob(f"{Path(first).stem}.*"):
+        path.rename(path.with_name(path.name.replace(Path(first).stem, renamed)))
+    (root / "images.txt").write_text("\n".join([lines[0].replace(Path(first).stem, renamed), *lines[1:]]) + "\n")
+    for k, path in enumerate(sorted(root.rglob(f"{Path(second).stem}.*"))):
+        rgb = Image.open(path).convert("RGB")
+        mode = ("L", "CMYK", "RGBA", "P", "I;16")[k % 5]
+        if mode == "I;16":
+            Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257).save(path, format="PNG")
+        else:
+            rgb.convert(mode).save(path, format="PNG" if mode in ("RGBA", "P") else "JPEG")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return root
+
+
+@pytest.mark.slow
+def test_validate_reads_any_image_mode_and_names_with_spaces(tmp_path):
+    config(tmp_path)
+    root = _as_user_files(benchmark(tmp_path))
+    result = run(tmp_path, VALIDATE, "--root", str(root), "--random-init", "--clas", "rn18", "--workers", "0",
+                 "--no-progress", "--out", str(tmp_path / "json"))
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "json" / "none_rn18.meta.json").read_text())
+    assert meta["total"] == [[2] * 5] * len(IMAGENETC_CATEGORIES) and meta["dataset"]["missing"] == 0
+
+
+@pytest.mark.slow
+def test_validate_names_a_zero_byte_image_after_its_log_lines(tmp_path):
+    config(tmp_path)
+    root = benchmark(tmp_path)
+    next((root / "weather" / "fog" / "3").rglob("ILSVRC2012_val_00000002.JPEG")).write_bytes(b"")
+    result = run(tmp_path, VALIDATE, "--root", str(root), "--random-init", "--clas", "rn18", "--workers", "0",
+                 "--no-progress", "--out", str(tmp_path / "json"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr
+    assert re.search(r"fog/3/n\d+/ILSVRC2012_val_00000002\.JPEG \(line 2 of .*images\.txt\) cannot be decoded; "
+                     r"replace", errors[0]), errors[0]
+    assert not (tmp_path / "json").exists()
+    assert_nothing_half_written(tmp_path)
+
+
+def test_render_converts_any_mode_skips_system_files_and_keeps_spaced_names(tmp_path):
+    config(tmp_path)
+    folder = tmp_path / "val" / WNIDS[0]
+    folder.mkdir(parents=True)
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    rgb.convert("L").save(folder / "grey.JPEG")
+    rgb.convert("CMYK").save(folder / "cmyk.JPEG")
+    rgb.convert("RGBA").save(folder / "rgba.png")
+    rgb.save(folder / "my phötø 1.JPEG")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "val" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    argv = [RENDER, "--val", str(tmp_path / "val"), "--out", str(tmp_path / "out"), "--parts", "clean", "--workers", "0"]
+    result = run(tmp_path, *argv)
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "out" / "images.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [f"{WNIDS[0]}/{stem}.JPEG 0" for stem in ("cmyk", "grey", "my phötø 1", "rgba")]
+    for stem in ("cmyk", "grey", "my phötø 1", "rgba"):
+        with Image.open(tmp_path / "out" / "clean" / WNIDS[0] / f"{stem}.jpg") as image:
+            assert image.mode == "RGB" and image.size == (224, 224)
+    assert run(tmp_path, *argv, "--limit", "1").returncode == 0  # a resume keeps the spaced name listed
+    assert (tmp_path / "out" / "images.txt").read_text(encoding="utf-8").splitlines() == lines
+    assert_nothing_half_written(tmp_path)
+
+
 @pytest.mark.slow
 def test_render_corrupt_source_advice_then_resume(tmp_path):
     config(tmp_path)

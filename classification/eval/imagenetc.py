@@ -5,7 +5,8 @@ row per category and five columns (severities 1..5). An item counts in the colum
 (bit ``c`` = severity ``c + 1``): one bit for a corrupted file; all five for a clean image, which is
 therefore read and classified once instead of five times (same grid).
 
-The split file ``images.txt`` has one line per ImageNet validation image, ``<wnid>/<file>.JPEG <label>``.
+The split file ``images.txt`` has one line per ImageNet validation image, ``<wnid>/<file>.JPEG <label>``
+(the file name may hold spaces: the label is the last field).
 
 ``--quick`` keeps the authors' subset: their evaluation list enumerates (line, severity, category) with
 the category varying fastest, and keeps ``RandomState(42).permutation(n)[: n // 50]`` of its ``n``
@@ -77,7 +78,7 @@ def read_split(split_file: Path) -> list[SplitLine]:
     for line_no, raw in enumerate(read_text(split_file, "split file").splitlines(), start=1):
         if not raw.strip():
             continue
-        parts = raw.split()
+        parts = raw.strip().rsplit(None, 1)  # the path may hold spaces, the label is the last field
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or not 0 <= int(parts[1]) < 1000:
             raise UserInputError(f"line {line_no} of {split_file} reads {raw.strip()!r}; expected "
                                  f"'<wnid>/<file>.JPEG <class index 0..999>'.")

@@ -180,12 +180,12 @@ def write_split(path: Path, images: Iterable[SourceImage], sources: Sequence[Sou
     if sources is not None and path.is_file():
         by_line = {s.line_path: s for s in sources}
         for line in read_text(path, "split file").splitlines():
-            earlier = by_line.get(line.split(" ")[0])
+            earlier = by_line.get(line.rsplit(" ", 1)[0])  # file names may hold spaces
             if earlier is not None:
                 chosen.setdefault(earlier.line_path, earlier)
     ordered = sorted(chosen.values(), key=lambda im: im.index)
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{im.line_path} {class_index[im.wnid]}\n" for im in ordered))
+        tmp.write_text("".join(f"{im.line_path} {class_index[im.wnid]}\n" for im in ordered), encoding="utf-8")
 
 
 def check_manifest(out: Path, seed: int) -> None:
