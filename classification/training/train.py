@@ -494,10 +494,6 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     root = dataset_path("imagenet", args.config, args.imagenet)
     image_folder = scan_image_folder(root, labelled=args.labels == "dataset")
     check_split_sizes(image_folder, args, world_size, root)
-    if args.labels == "dataset" and image_folder[0] != sorted(imagenet_class_index()):
-        log.warning("%s does not hold ImageNet's 1000 class folders (it has %d): the i-th folder in sorted order is "
-                    "taken as the classifier's class i; pass --labels classifier to train on other photos", root,
-                    len(image_folder[0]))
     logdir = Path(args.logdir)
     check_output_dir(logdir, "--logdir")
     resume = ckpt.check_logdir(logdir, args, world_size)
@@ -511,6 +507,10 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     if classifiers is None:
         classifiers = build(args)
     with distributed(args.device) as ctx, run_logging(logdir, ctx.is_main):
+        if ctx.is_main and args.labels == "dataset" and image_folder[0] != sorted(imagenet_class_index()):
+            log.warning("%s does not hold ImageNet's 1000 class folders (it has %d): the i-th folder in sorted order "
+                        "is taken as the classifier's class i; pass --labels classifier to train on other photos",
+                        root, len(image_folder[0]))
         validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
                                       args.val_workers, ctx.device, trusted=args.trust_checkpoint)
         trainer = Trainer(args, ctx, classifiers, image_folder, root, resume=resume, validators=validators)
