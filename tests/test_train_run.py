@@ -296,6 +296,7 @@ def test_resume_refuses_a_different_run(imagenet, tmp_path, capsys):
     (["--no-color", "--corruptions", "darken", "night"], ["--corruptions without the colour warps (--no-color) is empty"]),
     (["--distill", "kl"], ["--distill kl needs --labels classifier"]),
     (["--temperature", "2"], ["--temperature 2.0 only applies to --distill kl"]),
+    (["--bn-calibration-batches", "0"], ["--bn-calibration-batches 0 only applies with --freeze-nem-bn"]),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(imagenet, tmp_path, capsys, extra, words):
     """Each would have been ignored, crashed with a traceback, or failed after run_config.json was written

@@ -49,6 +49,7 @@ TRAIN_PHASE, VAL_PHASE, CALIBRATION_PHASE = 0, 1, 2   # keys of the random strea
 INITS = ("random", "identity")
 LABELS = ("dataset", "classifier")
 RECIPES = ("paper", "small")
+BN_CALIBRATION_BATCHES = 8  # default of --bn-calibration-batches
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--freeze-nem-bn", action=argparse.BooleanOptionalAction, default=False,
                         help="keep the NEM's BatchNorm layers in eval mode while training, with the statistics of "
                              "--bn-calibration-batches training batches (beyond the paper)")
-    recipe.add_argument("--bn-calibration-batches", type=int, default=8,
+    recipe.add_argument("--bn-calibration-batches", type=int, default=BN_CALIBRATION_BATCHES,
                         help="with --freeze-nem-bn: batches whose mean statistics the frozen BatchNorm layers use (0: "
                              "keep the initial mean 0 / variance 1, which shrinks the NEM's features ~10x)")
     recipe.add_argument("--amp", action="store_true", help="bfloat16 autocast (see classification/distributed.py)")
@@ -161,6 +162,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.distill == DISTILL_MODES[0] and args.temperature != 1:
         raise UserInputError(f"--temperature {args.temperature} only applies to --distill kl; pass --distill kl "
                              f"or drop --temperature.")
+    if not args.freeze_nem_bn and args.bn_calibration_batches != BN_CALIBRATION_BATCHES:
+        raise UserInputError(f"--bn-calibration-batches {args.bn_calibration_batches} only applies with "
+                             f"--freeze-nem-bn; add --freeze-nem-bn or drop --bn-calibration-batches.")
     if args.crop_size > args.resize_size:
         raise UserInputError(f"--crop-size ({args.crop_size}) cannot exceed --resize-size ({args.resize_size}).")
     training_methods(args.no_color, args.corruptions)  # unknown names, or nothing left without colour
