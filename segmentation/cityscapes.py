@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
+from classification.eval.preprocess import pil_rgb8
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
 from classification.textfile import read_text
 
@@ -103,6 +104,21 @@ def nearest_resize(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return label[rows[:, None], cols[None, :]]
 
 
+def check_label_ids(label: np.ndarray, path: Path) -> np.ndarray:
+    """``label`` if it is a map of Cityscapes labelIds: one channel of integers up to 255 (the
+    ``*_labelIds.png`` files; colour maps and instance ids are refused in one sentence naming ``path``)."""
+    if label.ndim != 2:
+        raise UserInputError(f"label {path} has {label.shape[2]} channels; expected a single-channel "
+                             f"labelId map (the *_labelIds.png files).")
+    if label.dtype.kind not in "ui":
+        raise UserInputError(f"label {path} holds {label.dtype} values; expected integer labelIds (the "
+                             f"*_labelIds.png files).")
+    if label.size and int(label.max()) > 255:
+        raise UserInputError(f"label {path} holds values up to {int(label.max())}, like an instance-id map; "
+                             f"list the *_labelIds.png files instead (labelIds are 0..33).")
+    return label
+
+
 def _image_size(path: Path, what: str, split_file: Path) -> tuple[int, int]:
     if not path.is_file():
         raise UserInputError(f"{what} {path} listed in {split_file} does not exist; fix the split file or the dataset root.")
@@ -160,14 +176,12 @@ class Cityscapes(Dataset):
         image_path, label_path = self.items[index]
         try:
             with Image.open(image_path) as im:
-                image = np.asarray(im.convert("RGB"))
+                image = np.asarray(pil_rgb8(im))
             with Image.open(label_path) as lb:
-                label = np.asarray(lb)
+                label = check_label_ids(np.asarray(lb), label_path)
         except (UnidentifiedImageError, OSError) as err:
-            raise UserInputError(f"could not decode {image_path} or {label_path} ({err}).") from None
-        if label.ndim != 2:
-            raise UserInputError(f"label {label_path} has {label.shape[2]} channels; expected a single-channel "
-                                 f"labelId map (the *_labelIds.png files).")
+            raise UserInputError(f"could not decode {image_path} or {label_path} ({err}); replace the file or "
+                                 f"remove its line from {self.split_file}.") from None
         self._check_sizes(image_path, label_path, image.shape[1::-1], label.shape[::-1])
         size = long_side_size(image.shape[1], image.shape[0], self.long_side)
         image = area_resize(image, size)

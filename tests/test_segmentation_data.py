@@ -152,3 +152,40 @@ def test_colour_label_is_rejected_on_load(tmp_path):
     Image.fromarray(np.zeros((8, 16, 3), dtype=np.uint8)).save(label_path)
     with pytest.raises(UserInputError, match="single-channel labelId map"):
         Cityscapes(root)[0]
+
+
+def test_images_of_any_mode_are_rgb_and_sixteen_bit_grey_is_scaled(tmp_path):
+    root = make_synthetic_cityscapes(tmp_path, sizes=[(16, 8)] * 4)
+    dataset = Cityscapes(root, long_side=16)
+    rgb = [np.asarray(Image.open(image).convert("RGB")) for image, _ in dataset.items]
+    grey = np.asarray(Image.fromarray(rgb[0]).convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(dataset.items[0][0])  # 16-bit grey PNG
+    Image.fromarray(rgb[1]).convert("RGBA").save(dataset.items[1][0])
+    Image.fromarray(rgb[2]).convert("P").save(dataset.items[2][0])
+    Image.fromarray(rgb[3]).convert("CMYK").save(dataset.items[3][0].with_suffix(".tif"))
+    dataset.items[3][0].with_suffix(".tif").rename(dataset.items[3][0])
+    images = [denormalize(dataset[i][0][None])[0].mul(255).round().permute(1, 2, 0).numpy() for i in range(4)]
+    np.testing.assert_allclose(images[0], np.repeat(grey[..., None], 3, axis=2), atol=1)  # not clipped to white
+    np.testing.assert_allclose(images[1], rgb[1], atol=1)
+    assert all(image.shape == (8, 16, 3) for image in images)
+
+
+@pytest.mark.parametrize("label, message", [
+    (Image.fromarray(np.full((8, 16), 26001, dtype=np.uint16)), r"holds values up to 26001, like an instance-id map"),
+    (Image.fromarray(np.zeros((8, 16), dtype=np.uint8)).convert("1"), r"holds bool values; expected integer labelIds"),
+    (Image.fromarray(np.zeros((8, 16, 4), dtype=np.uint8)), r"has 4 channels"),
+])
+def test_labels_that_are_not_label_id_maps_are_named(tmp_path, label, message):
+    root = make_synthetic_cityscapes(tmp_path, sizes=[(16, 8)])
+    label_path = Cityscapes(root).items[0][1]
+    label.save(label_path)
+    with pytest.raises(UserInputError, match=f"label {label_path} {message}"):
+        Cityscapes(root)[0]
+
+
+def test_split_file_with_byte_order_mark_and_crlf(tmp_path):
+    root = make_synthetic_cityscapes(tmp_path, sizes=[(16, 8), (16, 8)])
+    text = (root / "val.txt").read_text()
+    (root / "val.txt").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    assert [(i.relative_to(root).as_posix(), l.relative_to(root).as_posix()) for i, l in Cityscapes(root).items] == \
+        [tuple(line.split()) for line in text.splitlines()]
