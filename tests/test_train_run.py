@@ -228,6 +228,21 @@ def test_two_gloo_processes(imagenet, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_gloo_processes_with_calibrated_frozen_batchnorm(imagenet, tmp_path):
+    """The calibration (a collective at start-up) and the small-path flags keep the processes identical too."""
+    logdir = tmp_path / "ddp"
+    argv = ["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--epochs", "1", "--gpu-corruptions",
+            "--config", str(imagenet.parent / "no_datasets.yaml"), "--labels", "classifier", "--distill", "kl",
+            "--init", "identity", "--freeze-nem-bn", "--bn-calibration-batches", "2", "--round2-weight", "0"]
+    mp.spawn(distributed_worker, args=(2, free_port(), argv), nprocs=2, join=True)
+    models = [torch.load(logdir / f"models_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert "NEM BatchNorm statistics from 4 training crops" in (logdir / "train.log").read_text()
+    for role in ("student", "teacher"):
+        assert tensors_equal(models[0][role], models[1][role]), role
+    assert not torch.equal(models[0]["student"]["nem.backbone.1.running_var"], torch.ones(64))  # calibrated
+
+
+@pytest.mark.slow
 def test_torchrun_command_line(imagenet, tmp_path):
     """The real entry point under torchrun, with torchvision classifiers (random weights, no download)."""
     script = Path(train_module.__file__)
