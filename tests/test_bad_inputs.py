@@ -434,3 +434,27 @@ def test_demo_with_a_damaged_cache_renders_it_again(tmp_path):
     assert "missing or changed files; rendering it again" in result.stderr
     assert victim.stat().st_size > 100
     assert_nothing_half_written(tmp_path)
+
+
+# --------------------------------------------------------------------------- in-process checks
+
+def test_clip_embeddings_are_used_when_their_cache_cannot_be_written(tmp_path, caplog):
+    from classification.clip.zeroshot import cached_class_embeddings
+
+    a_file(tmp_path, "cache")  # the cache folder's place holds a file: nothing can be written below it
+    embeddings = torch.ones(3, 4)
+    got = cached_class_embeddings(tmp_path / "cache" / "clip" / "RN50.pt", lambda: embeddings, {"templates": "single"})
+    assert got is embeddings and "could not cache the CLIP class embeddings" in caplog.text
+    assert_nothing_half_written(tmp_path)
+
+
+def test_folders_where_files_are_expected_are_named_as_folders(tmp_path):
+    from classification.errors import UserInputError
+    from classification.eval.imagenetc import read_split
+    from classification.eval.render import list_sources
+
+    (tmp_path / "split").mkdir()
+    with pytest.raises(UserInputError, match=r"split file .*split is a folder, not a file"):
+        read_split(tmp_path / "split")
+    with pytest.raises(UserInputError, match=r"ImageNet val folder .*/file is a file, not a folder"):
+        list_sources(a_file(tmp_path))

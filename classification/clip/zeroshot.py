@@ -72,7 +72,12 @@ def cached_class_embeddings(cache_file: Path, compute: Callable[[], torch.Tensor
         except Exception as err:  # noqa: BLE001 - a damaged cache is simply rebuilt
             log.warning("ignoring unreadable CLIP embedding cache %s (%s)", cache_file, type(err).__name__)
     embeddings = compute()
-    torch_save({"key": key, "embeddings": embeddings}, cache_file)
+    try:
+        torch_save({"key": key, "embeddings": embeddings}, cache_file)
+    except OSError as err:  # a read-only home or cache folder: the embeddings are still right, only not kept
+        log.warning("could not cache the CLIP class embeddings in %s (%s); set XDG_CACHE_HOME to a writable folder "
+                    "to keep them", cache_file, err.strerror or err)
+        return embeddings
     log.info("cached CLIP class embeddings in %s", cache_file)
     return embeddings
 

@@ -141,7 +141,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
 def delta(data: Grid, base: Grid) -> Grid:
     """``data - base``; both grids must have the same layout."""
     if data.kind is not base.kind:
-        raise UserInputError(f"{data.source} is a {data.kind.name} grid but {base.source} is a {base.kind.name} grid; "
+        raise UserInputError(f"{data.source} is an {data.kind.name} grid but {base.source} is an {base.kind.name} grid; "
                              f"compare grids of the same benchmark.")
     return Grid(data.values - base.values, data.kind, f"{data.source} - {base.source}")
 

@@ -71,7 +71,7 @@ class MissingImage:
 
 def read_split(split_file: Path) -> list[SplitLine]:
     """Parse ``images.txt``; a malformed line is reported with its number."""
-    if not split_file.is_file():
+    if not split_file.exists():
         raise UserInputError(f"split file {split_file} does not exist; write it with the scripts in data/ "
                              f"(one '<wnid>/<file>.JPEG <class index>' line per image) or pass --split PATH.")
     lines = []

@@ -148,7 +148,8 @@ class RenderPlan:
 def list_sources(val: Path) -> list[SourceImage]:
     """Every image of the class folders of ``val``, sorted by (wnid, file name)."""
     if not val.is_dir():
-        raise UserInputError(f"ImageNet val folder {val} does not exist; pass --val with the class folders "
+        problem = "is a file, not a folder" if val.exists() else "does not exist"
+        raise UserInputError(f"ImageNet val folder {val} {problem}; pass --val with the class folders "
                              f"written by make_clas_val.py.")
     class_index = imagenet_class_index()
     sources: list[SourceImage] = []
