@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,16 +39,18 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", trusted: 
     ``what`` names the file in the messages (e.g. "SyMPIE checkpoint"). Every failure is a UserInputError.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"{what} {path} is a folder; pass the checkpoint file itself.")
     if not path.is_file():
         raise UserInputError(f"{what} {path} does not exist; see classification/training/checkpoints/README.md.")
     try:
         return torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        if not trusted and ("can still be loaded" in str(err) or zipfile.is_zipfile(path)):
+        if not trusted and ("can still be loaded" in str(err) or "Unsupported global" in str(err)):
             raise UserInputError(f"{what} {path} holds Python objects besides tensors, and unpickling them can run "
                                  f"code from the file; if you trust its source, pass {TRUST_FLAG}.") from None
-        raise UserInputError(f"{what} {path} could not be read by torch.load ({type(err).__name__}); "
-                             f"is it a PyTorch checkpoint?") from None
+        raise UserInputError(f"{what} {path} could not be read by torch.load ({type(err).__name__}); it is truncated "
+                             f"or damaged (an interrupted download?) or not a PyTorch checkpoint: fetch it again.") from None
 
 
 def _listing(keys: Sequence[str]) -> str:

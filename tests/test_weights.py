@@ -58,3 +58,20 @@ def test_trust_flag():
     add_trust_argument(parser)
     assert parser.parse_args([]).trust_checkpoint is False
     assert parser.parse_args(["--trust-checkpoint"]).trust_checkpoint is True
+
+
+def test_truncated_checkpoint_a_plain_zip_and_a_folder_are_named_for_what_they_are(tmp_path, nem_state):
+    torch.save(nem_state, tmp_path / "nem.pth")
+    data = (tmp_path / "nem.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(UserInputError, match=r"cut\.pth could not be read by torch\.load \(RuntimeError\); it is "
+                                             r"truncated or damaged .*fetch it again"):
+        read_checkpoint(tmp_path / "cut.pth")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        archive.writestr("a.txt", "not weights")
+    with pytest.raises(UserInputError, match=r"photos\.zip could not be read by torch\.load"):  # not "Python objects"
+        read_checkpoint(tmp_path / "photos.zip")
+    with pytest.raises(UserInputError, match=r"checkpoint .* is a folder; pass the checkpoint file itself"):
+        read_checkpoint(tmp_path)
