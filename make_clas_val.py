@@ -32,6 +32,7 @@ from tqdm import tqdm
 from classification.atomic import atomic_path, check_output_dir
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
+from classification.imagenet import imagenet_class_index
 from classification.textfile import read_text
 
 log = logging.getLogger("make_clas_val")
@@ -57,11 +58,22 @@ class Placement:
 def read_annotations(path: Path) -> dict[str, str]:
     """Image id (file name without extension) -> wnid, from an XML folder or a Kaggle CSV."""
     if path.is_dir():
-        return _read_xml_folder(path)
+        return check_imagenet_classes(_read_xml_folder(path), path)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return _read_kaggle_csv(path)
+        return check_imagenet_classes(_read_kaggle_csv(path), path)
     raise UserInputError(f"annotations {path} are neither a folder of ILSVRC XML files nor a .csv file; "
                          f"pass the ILSVRC2012 bbox val folder or LOC_val_solution.csv.")
+
+
+def check_imagenet_classes(labels: dict[str, str], source: Path) -> dict[str, str]:
+    """``labels`` if every class is one of the 1000 ImageNet-1k wnids (the classifiers' outputs)."""
+    known = imagenet_class_index()
+    unknown = sorted({wnid for wnid in labels.values() if wnid not in known})
+    if unknown:
+        image = min(image for image, wnid in labels.items() if wnid == unknown[0])
+        raise UserInputError(f"{source} names {len(unknown)} class(es) outside the 1000 ImageNet-1k wnids, e.g. "
+                             f"{unknown[0]} for {image}; pass the ILSVRC2012 validation annotations.")
+    return labels
 
 
 def _read_xml_folder(folder: Path) -> dict[str, str]:

@@ -175,3 +175,26 @@ def test_runs_as_a_script(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "4 images in 3 class folders" in result.stderr + result.stdout
     assert tree(out) == expected_tree(val)
+
+
+def test_csv_with_byte_order_mark_and_crlf_and_xml_with_byte_order_mark(tmp_path):
+    val = make_val(tmp_path)
+    csv = make_csv(tmp_path)
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_text().replace("\n", "\r\n").encode())
+    assert make_clas_val.read_annotations(csv) == LABELS
+    xml = make_xml(tmp_path)
+    for path in xml.rglob("*.xml"):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert make_clas_val.read_annotations(xml) == LABELS
+    make_clas_val.main(["--val", str(val), "--annotations", str(csv), "--out", str(tmp_path / "o")])
+    assert tree(tmp_path / "o") == expected_tree(val)
+
+
+def test_a_class_outside_imagenet_1k_is_refused_before_anything_is_written(tmp_path, capsys):
+    val = make_val(tmp_path)
+    csv = make_csv(tmp_path, {**LABELS, "ILSVRC2012_val_00000004": "n99999999"})
+    with pytest.raises(SystemExit):
+        make_clas_val.main(["--val", str(val), "--annotations", str(csv), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "names 1 class(es) outside the 1000 ImageNet-1k wnids, e.g. n99999999 for ILSVRC2012_val_00000004" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
