@@ -8,6 +8,7 @@ unset: a command that needs one stops with a sentence naming the key and the fil
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def dataset_path(key: str, config: str | os.PathLike | None = None, override: st
     else:
         paths = load_paths(config)
         if key not in paths:
-            raise UserInputError(f"key '{key}' is missing from {config_file(config)}; add '{key}: /your/path'.")
+            close = difflib.get_close_matches(key, list(paths), n=1)
+            typo = f" (it has '{close[0]}': a typo?)" if close else ""
+            raise UserInputError(f"key '{key}' is missing from {config_file(config)}{typo}; add '{key}: /your/path'.")
         if paths[key] is None:
             raise UserInputError(
                 f"key '{key}' in {config_file(config)} is not set (placeholder or empty); "

@@ -178,6 +178,9 @@ def pair_lines(root: Path, layout: PairLayout, image_dirs: list[str]) -> list[st
         if not images:
             raise UserInputError(f"{folder} holds no *{layout.image_suffix} images; check the layout in data/README.md.")
         for image in images:
+            if any(c.isspace() for c in image):
+                raise UserInputError(f"image {root / image} has a space in its path, and split lines are "
+                                     f"'<image> <label>' separated by a space; rename it.")
             label = layout.label_of(image)
             if not (root / label).is_file():
                 raise UserInputError(f"label {root / label} of image {image} is missing; extract the ground-truth "

@@ -152,6 +152,27 @@ def test_cityscapes_missing_split_folder(tmp_path, capsys):
     assert "leftImg8bit/val" in capsys.readouterr().err
 
 
+def test_cityscapes_image_with_a_space_is_refused(tmp_path, capsys):
+    make_cityscapes(tmp_path)
+    image = tmp_path / "leftImg8bit/val/lindau/lindau_000000_000019_leftImg8bit.png"
+    spaced = image.with_name("lindau 000000_000019_leftImg8bit.png")
+    image.rename(spaced)
+    touch(tmp_path / "gtFine/val/lindau/lindau 000000_000019_gtFine_labelIds.png")
+    with pytest.raises(SystemExit):
+        make_splits.main(["cityscapes", str(tmp_path)])
+    assert f"image {spaced} has a space in its path" in capsys.readouterr().err
+    assert not (tmp_path / "val.txt").exists()
+
+
+def test_imagenetc_split_of_spaced_unicode_names_is_read_back(tmp_path):
+    from classification.eval.imagenetc import read_split
+
+    root = tmp_path / "imagenet-c"
+    fill_category(root / "blur" / "defocus_blur" / "1", images={"n01440764": ["my phötø 1"]})
+    out = make_splits.main(["imagenetc", str(root)])
+    assert [(line.path, line.label) for line in read_split(out)] == [("n01440764/my phötø 1.JPEG", 0)]
+
+
 def make_acdc(root: Path) -> dict[str, list[str]]:
     lines: dict[str, list[str]] = {}
     for condition, sequence in (("fog", "GOPR0475"), ("night", "GOPR0351"), ("rain", "GOPR0400"), ("snow", "GP010122")):

@@ -85,3 +85,9 @@ def test_empty_config_a_config_folder_and_a_file_for_a_folder(tmp_path):
         dataset_path("imagenet", tmp_path / "c.yaml")
     with pytest.raises(UserInputError, match=r"data\.tar \(from the command line\) is a file"):
         dataset_path("imagenet", override=tmp_path / "data.tar")
+
+
+def test_a_misspelt_key_is_pointed_at(tmp_path):
+    (tmp_path / "c.yaml").write_text("imagenet-c: /data/imagenet-c\n")
+    with pytest.raises(UserInputError, match=r"key 'imagenetc' is missing from .*c\.yaml \(it has 'imagenet-c': a typo\?\)"):
+        dataset_path("imagenetc", tmp_path / "c.yaml")
