@@ -234,8 +234,11 @@ def test_byte_order_mark_in_split_file_is_accepted(tmp_path):
 
     root = benchmark(tmp_path)
     split = root / "images.txt"
+    lines = split.read_text().splitlines()
     split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
     assert not read_split(split)[0].path.startswith("\ufeff")
+    split.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")  # saved on Windows
+    assert [f"{line.path} {line.label}" for line in read_split(split)] == lines
 
 
 def test_sixteen_bit_png_renders_and_evaluates(tmp_path):
