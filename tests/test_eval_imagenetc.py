@@ -134,6 +134,19 @@ def test_layout_paths(trees):
     assert suffixes == {1: ".JPEG", 2: ".jpg", 4: ".JPEG", 8: ".jpg", 16: ".JPEG"}
 
 
+def test_archives_extracted_into_one_folder_are_found(tmp_path):
+    """blur.tar ... weather.tar all extracted into the root: <corruption>/<sev>/ without the group folders."""
+    root = write_fake_benchmark(tmp_path / "c", "imagenetc", num_images=2, size=(40, 40))
+    for group in ("blur", "digital", "noise", "weather"):
+        for corruption in (root / group).iterdir():
+            corruption.rename(root / corruption.name)
+        (root / group).rmdir()
+    dataset = ImagenetC(root)
+    assert len(dataset) == 2 * (16 * 5 + 1) and not dataset.missing
+    glass = {i.path for i in items(dataset) if IMAGENETC_CATEGORIES[i.row] == "glass_blur" and i.columns == 0b00100}
+    assert glass == {root / "glass_blur" / "3" / path for path, _ in split_of(root)}
+
+
 def test_partial_last_batch_and_batch_size_do_not_matter(trees):
     dataset = ImagenetCBar(trees["bar"])
     a = evaluate_grid(ColourClassifier(), dataset, batch_size=len(dataset) - 1, workers=0, progress=False)

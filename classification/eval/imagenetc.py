@@ -241,7 +241,8 @@ class CorruptionGrid(Dataset):
 
 
 class ImagenetC(CorruptionGrid, kind="imagenetc", categories=IMAGENETC_CATEGORIES):
-    """ImageNet-C: 15 corruptions (``<group>/<corruption>/<sev>/``), ``color/<sev>/`` and ``clean/``."""
+    """ImageNet-C: 15 corruptions (``<group>/<corruption>/<sev>/``, or ``<corruption>/<sev>/`` when the
+    archives were extracted into one folder), ``color/<sev>/`` and ``clean/``."""
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
@@ -249,7 +250,7 @@ class ImagenetC(CorruptionGrid, kind="imagenetc", categories=IMAGENETC_CATEGORIE
         severity = severity_of(columns)
         if category == "colwarp":
             return [f"color/{severity}/{with_jpg_suffix(line.path)}"]
-        return [f"{GROUP_OF[category]}/{category}/{severity}/{line.path}"]
+        return [f"{GROUP_OF[category]}/{category}/{severity}/{line.path}", f"{category}/{severity}/{line.path}"]
 
 
 class ImagenetCBar(CorruptionGrid, kind="imagenetc-bar", categories=IMAGENETC_BAR_CATEGORIES):
