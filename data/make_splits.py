@@ -246,7 +246,11 @@ def main(argv: list[str] | None = None) -> Path:
         link_cbar_severities(root)
         return root
     default_name = SPLIT_FILE if args.dataset == "imagenetc" else f"{args.split}.txt"
-    out = check_output_file(args.out or root / default_name, "--out")  # before the (long) listing
+    out = args.out or root / default_name
+    if args.out is None and args.dataset == "imagenetc" and not os.access(root, os.W_OK):
+        raise UserInputError(f"{root} cannot be written (a shared, read-only copy?); pass --out PATH for the split "
+                             f"file and give validate.py --split PATH.")
+    check_output_file(out, "--out")  # before the (long) listing
     if args.dataset == "imagenetc":
         lines = imagenetc_lines(root)
     elif args.dataset == "cityscapes":

@@ -164,6 +164,18 @@ def test_cityscapes_image_with_a_space_is_refused(tmp_path, capsys):
     assert not (tmp_path / "val.txt").exists()
 
 
+def test_imagenetc_read_only_root_points_at_out_and_split(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "imagenet-c"
+    fill_category(root / "blur" / "defocus_blur" / "1")
+    monkeypatch.setattr(make_splits.os, "access", lambda path, mode: Path(path) != root)  # a read-only mount
+    with pytest.raises(SystemExit):
+        make_splits.main(["imagenetc", str(root)])
+    assert "cannot be written (a shared, read-only copy?); pass --out PATH for the split file and give validate.py " \
+           "--split PATH" in capsys.readouterr().err
+    out = make_splits.main(["imagenetc", str(root), "--out", str(tmp_path / "images.txt")])
+    assert read_lines(out) == EXPECTED_LINES
+
+
 def test_imagenetc_split_of_spaced_unicode_names_is_read_back(tmp_path):
     from classification.eval.imagenetc import read_split
 
