@@ -15,7 +15,8 @@ Steps (each in its own process, so that peak memory is per step):
   CPU without ``--amp``: bfloat16 is many times slower on CPUs without bf16 instructions) and
   random-weight classifiers on a synthetic ImageFolder: s/iteration, images/s.
 - ``resume``: the same run stopped after the first epoch's checkpoint plus one step, then ``--resume``:
-  final.pth and final_ema.pth must equal the uninterrupted run's bit for bit.
+  final.pth and final_ema.pth must equal the uninterrupted run's bit for bit (both runs with
+  ``--deterministic``, without which cuDNN and cuBLAS kernels differ from run to run in the last bits).
 - ``torchrun``: ``torchrun --nproc-per-node=2 train.py`` (NCCL when 2 GPUs are there; gloo on the CPU;
   skipped with one GPU, where the process-group step covers NCCL).
 - ``validate``: ``validate.py --demo --amp --channels-last`` on the demo set (mini ImageNet-C of the
@@ -160,9 +161,11 @@ def train_args(device: torch.device, sizes: Sizes, workdir: Path, logdir: Path) 
         write_image_folder(images, sizes.train_images)
     # bfloat16 autocast is the accelerator path; on CPUs without bf16 instructions it is many times slower.
     amp = ["--amp"] if device.type == "cuda" else []
+    # --deterministic: cuDNN's and cuBLAS's default kernels make two GPU runs differ in the last bits, and the
+    # resume step compares two runs bit for bit.
     return ["--imagenet", str(images), "--config", str(workdir / "no_datasets.yaml"), "--logdir", str(logdir),
-            "--random-init", "--gpu-corruptions", *amp, "--device", str(device), "--val-iters", "1",
-            "--val-workers", "0", "--print-every", "10", "--image-every", "0", "--seed", "1", *sizes.train]
+            "--random-init", "--gpu-corruptions", *amp, "--deterministic", "--device", str(device),
+            "--val-iters", "1", "--val-workers", "0", "--print-every", "10", "--image-every", "0", "--seed", "1", *sizes.train]
 
 
 def run_train(argv: list[str]) -> Path:

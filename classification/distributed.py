@@ -133,6 +133,18 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels from here on (``train.py --deterministic``): cuDNN without autotuning or
+    non-deterministic convolutions, cuBLAS with a fixed workspace, and torch's deterministic implementation of
+    every op that has one (a warning names any op without). Slower on GPUs, where it is what makes a run
+    repeatable and a resumed run bit-exact; on the CPU the kernels used here are deterministic anyway. Call it
+    before the first CUDA matrix product (cuBLAS reads its workspace setting once)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def sum_over_processes(*tensors: torch.Tensor) -> None:
     """Replace each tensor by its sum over the processes of the default group, in place (nothing to do
     without one)."""

@@ -409,3 +409,21 @@ def test_main_twice_in_one_process_logs_each_line_once():
     train_module.setup_logging()
     names = [h.get_name() for h in logging.getLogger().handlers]
     assert names.count(train_module.STDERR_HANDLER) == 1
+
+
+def test_deterministic_flag_switches_on_deterministic_kernels_before_the_run(imagenet, tmp_path, monkeypatch):
+    """--deterministic (what makes GPU runs repeatable and resumable bit for bit) sets every switch."""
+    monkeypatch.setattr(train_module.Trainer, "fit", lambda trainer: None)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        train(run_args(imagenet, tmp_path / "plain"), classifiers=[tiny_classifier()])
+        assert not torch.are_deterministic_algorithms_enabled()
+        train(run_args(imagenet, tmp_path / "run", "--deterministic"), classifiers=[tiny_classifier()])
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]

@@ -31,7 +31,7 @@ from classification.atomic import check_output_dir, check_output_file, torch_sav
 from classification.paths import add_config_argument, dataset_path
 from classification.training import checkpointing as ckpt
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
-                                        distributed, launched_rank, launched_world_size)
+                                        distributed, launched_rank, launched_world_size, use_deterministic_algorithms)
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import (DISTILL_MODES, TRAIN_METRICS, DeviceCorruptions, calibrate_batchnorm,
                                             classifier_targets, freeze_batchnorm, prepare_batch, train_step, validate)
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", help="cpu, cuda (default: cuda when available)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="deterministic kernels: slower on GPUs, where they make a run repeatable and --resume "
+                          "bit-exact (on the CPU both hold without it)")
     run.add_argument("--print-every", type=int, default=50, help="progress line every N steps")
     run.add_argument("--image-every", type=int, default=500, help="TensorBoard images every N steps (0: never)")
     return parser
@@ -494,6 +497,8 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     ``build(args)`` makes them.
     """
     check_flags(args)
+    if args.deterministic:
+        use_deterministic_algorithms()
     world_size = launched_world_size()
     root = dataset_path("imagenet", args.config, args.imagenet)
     image_folder = scan_image_folder(root, labelled=args.labels == "dataset")
