@@ -224,6 +224,16 @@ def test_malformed_split_line_is_named(tmp_path):
         read_split(tmp_path / "images.txt")
 
 
+def test_labels_in_another_class_order_are_refused(tmp_path):
+    """The ILSVRC devkit numbers n01440764 (tench) 449 from 1; the classifiers' index is 0."""
+    (tmp_path / "images.txt").write_text("n01440764/a.JPEG 0\nn01443537/b.JPEG 1\nn01440764/c.JPEG 449\nmine/d.JPEG 7\n")
+    with pytest.raises(UserInputError, match=r"line 3 of .*images\.txt gives n01440764 the class index 449, but the "
+                                              r"classifiers' index of n01440764 is 0 .*data/make_splits\.py"):
+        read_split(tmp_path / "images.txt")
+    (tmp_path / "images.txt").write_text("n01440764/a.JPEG 0\nn01443537/b.JPEG 1\nmine/d.JPEG 7\n")
+    assert [line.label for line in read_split(tmp_path / "images.txt")] == [0, 1, 7]  # other folders: as given
+
+
 def test_missing_image_names_file_and_line(tmp_path):
     root = write_fake_benchmark(tmp_path / "bar", "imagenetc-bar", num_images=3, size=SMALL)
     first, _ = split_of(root)[1]

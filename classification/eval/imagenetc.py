@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
-from classification.imagenet import SPLIT_FILE
+from classification.imagenet import SPLIT_FILE, imagenet_class_index
 from classification.eval.preprocess import CROP, load_eval_uint8
 from classification.textfile import read_text
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
@@ -85,7 +85,20 @@ def read_split(split_file: Path) -> list[SplitLine]:
         lines.append(SplitLine(parts[0], int(parts[1]), line_no))
     if not lines:
         raise UserInputError(f"split file {split_file} lists no images.")
+    check_class_order(lines, split_file)
     return lines
+
+
+def check_class_order(lines: list[SplitLine], split_file: Path) -> None:
+    """Refuse labels in another class order than the classifiers' (e.g. the ILSVRC devkit's 1-based ids):
+    where a line's folder is a wnid, its label must be that wnid's index among the 1000 sorted wnids."""
+    index = imagenet_class_index()
+    for line in lines:
+        wnid = line.path.split("/", 1)[0]
+        if index.get(wnid, line.label) != line.label:
+            raise UserInputError(f"line {line.line_no} of {split_file} gives {wnid} the class index {line.label}, "
+                                 f"but the classifiers' index of {wnid} is {index[wnid]} (its place among the 1000 "
+                                 f"sorted wnids); write the file again with data/make_splits.py.")
 
 
 def quick_cells(num_lines: int, num_categories: int) -> np.ndarray:
