@@ -1,8 +1,8 @@
 """One exception type for every mistake a user can make, and the guard that reports it.
 
 Entry points wrap their ``main`` with :func:`report_user_errors`: a :class:`UserInputError` becomes one
-line on stderr and exit status 2 instead of a traceback, and Ctrl-C one line and exit status 130 (the
-shell's convention for SIGINT).
+line on stderr and exit status 2 instead of a traceback (so does a PermissionError: a file or folder the user
+may not read or write), and Ctrl-C one line and exit status 130 (the shell's convention for SIGINT).
 """
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def report_user_errors(main: F) -> F:
             return main(*args, **kwargs)
         except UserInputError as err:
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except PermissionError as err:  # a file or folder of the user's that this user may not read or write
+            where = err.filename or str(err).strip().splitlines()[-1]
+            print(f"error: permission denied on {where}; give this user access to it or choose another path.",
+                  file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("interrupted (Ctrl-C); finished output files are kept, partial ones removed.", file=sys.stderr)

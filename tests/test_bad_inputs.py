@@ -461,3 +461,23 @@ def test_folders_where_files_are_expected_are_named_as_folders(tmp_path):
         read_split(tmp_path / "split")
     with pytest.raises(UserInputError, match=r"ImageNet val folder .*/file is a file, not a folder"):
         list_sources(a_file(tmp_path))
+
+
+def test_a_folder_the_user_may_not_read_is_one_sentence(tmp_path, monkeypatch, capsys):
+    from classification.eval import render
+
+    val = val_folder(tmp_path)
+    blocked, listing = val / WNIDS[1], Path.iterdir
+
+    def iterdir(self):  # as for a folder of another user, mode 700 (root, running the tests, reads everything)
+        if self == blocked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(SystemExit) as info:
+        render.main(["--val", str(val), "--out", str(tmp_path / "out"), "--workers", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: permission denied on {blocked}; give this user access to it or choose another path."]
+    assert not (tmp_path / "out").exists()
