@@ -100,6 +100,7 @@ def test_byte_order_mark_and_crlf_annotations_are_read(vizwiz_root):
      r"label of 'VizWiz_val_1\.jpg' .* is 'cat'; labels are ImageNet class indices"),
     ({"categories": [{"id": 1}], "images": [], "annotations": [{"image": ["a"], "category_id": 1}]},
      "lacks the 'image' file name"),
+    ({"categories": [{"id": 1}], "images": []}, "'images' in .* lists no image"),
 ])
 def test_malformed_annotations_are_one_sentence(tmp_path, content, message):
     text = content if isinstance(content, str) else json.dumps(content)

@@ -79,7 +79,10 @@ def read_annotations(root: Path) -> VizWizAnnotations:
         raise UserInputError(f"'images' in {source} must be a list of file names such as VizWiz_val_00003893.jpg.")
     if not category_ids or not all(0 <= i < 1000 for i in category_ids):
         raise UserInputError(f"the 'categories' of {source} must be ImageNet class indices 0..999.")
-    return VizWizAnnotations(category_ids, images, _labels(raw, source))
+    labels = _labels(raw, source)
+    if not images:
+        raise UserInputError(f"'images' in {source} lists no image; re-download the VizWiz-Classification annotations.")
+    return VizWizAnnotations(category_ids, images, labels)
 
 
 class VizWiz(Dataset):
