@@ -78,7 +78,7 @@ def check_imagenet_classes(labels: dict[str, str], source: Path) -> dict[str, st
 
 def _read_xml_folder(folder: Path) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for xml_path in sorted(folder.rglob("*.xml")):
+    for xml_path in sorted(p for p in folder.rglob("*.xml") if not p.name.startswith(".")):  # no macOS ._ files
         try:
             root = ET.parse(xml_path).getroot()
         except ET.ParseError as err:
@@ -125,7 +125,8 @@ def plan(val: Path, labels: dict[str, str]) -> list[Placement]:
     """Match every annotated id to its image in ``val``; both sides must be complete."""
     if not val.is_dir():
         raise UserInputError(f"validation folder {val} does not exist; pass the folder holding ILSVRC2012_val_*.JPEG.")
-    images = {p.stem: p for p in sorted(val.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    images = {p.stem: p for p in sorted(val.iterdir())
+              if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
     if not images:
         raise UserInputError(f"validation folder {val} holds no images (.JPEG/.jpg/.png); "
                              f"pass the folder the ILSVRC2012 val archive was extracted to.")

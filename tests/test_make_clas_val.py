@@ -198,3 +198,15 @@ def test_a_class_outside_imagenet_1k_is_refused_before_anything_is_written(tmp_p
     err = capsys.readouterr().err
     assert "names 1 class(es) outside the 1000 ImageNet-1k wnids, e.g. n99999999 for ILSVRC2012_val_00000004" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("annotations", ["xml", "csv"])
+def test_hidden_files_of_macos_archives_are_skipped(tmp_path, annotations):
+    val = make_val(tmp_path)
+    (val / "._ILSVRC2012_val_00000001.JPEG").write_bytes(b"\0\5\26\7AppleDouble")
+    (val / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    ann = make_xml(tmp_path) if annotations == "xml" else make_csv(tmp_path)
+    if annotations == "xml":
+        (ann / "val" / "._ILSVRC2012_val_00000001.xml").write_bytes(b"\0\5\26\7AppleDouble")
+    make_clas_val.main(["--val", str(val), "--annotations", str(ann), "--out", str(tmp_path / "o")])
+    assert tree(tmp_path / "o") == expected_tree(val)
