@@ -174,7 +174,8 @@ def pair_lines(root: Path, layout: PairLayout, image_dirs: list[str]) -> list[st
         if not folder.is_dir():
             raise UserInputError(f"{folder} does not exist; extract the dataset so that {root} holds "
                                  f"{image_dir}/ (layouts: data/README.md).")
-        images = sorted(p.relative_to(root).as_posix() for p in folder.rglob(f"*{layout.image_suffix}"))
+        images = sorted(p.relative_to(root).as_posix() for p in folder.rglob(f"*{layout.image_suffix}")
+                        if not p.name.startswith("."))  # macOS ._ files are not images
         if not images:
             raise UserInputError(f"{folder} holds no *{layout.image_suffix} images; check the layout in data/README.md.")
         for image in images:

@@ -133,6 +133,7 @@ def make_cityscapes(root: Path) -> list[str]:
 
 def test_cityscapes(tmp_path):
     expected = make_cityscapes(tmp_path)
+    touch(tmp_path / "leftImg8bit/val/lindau/._lindau_000000_000019_leftImg8bit.png")  # macOS AppleDouble file
     assert read_lines(make_splits.main(["cityscapes", str(tmp_path)])) == sorted(expected)
 
 
