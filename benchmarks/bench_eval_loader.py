@@ -9,9 +9,10 @@
    tests/fixtures (and their mirror images). (validate.py normalises on the device, in the batch.)
 2. End to end: images/s of ``validate.py --mixed --clas rn18 --random-init`` on CPU over the same files
    (loader workers + ResNet-18 forward + counting, validate.py's CPU defaults: batch 32, channels-last),
-   as written in the run's .meta.json, against the classifier's forward-only images/s on the same
-   number of random batches with the same batch size, memory format and threads (goal: end to end
-   within 10% of forward-only, i.e. the loader is not what the evaluation waits for).
+   as written in the run's .meta.json (start-up included: loader workers, first batch), against the
+   classifier's forward-only images/s on the same number of random batches with the same batch size,
+   memory format and threads, the two measured in turns (goal: end to end within 10% of forward-only,
+   i.e. the loader is not what the evaluation waits for).
 3. Memory format: forward-only images/s of effnet_lite0 and ResNet-50 in NCHW and channels-last
    (batch 32, default threads), the measurement behind validate.py's CPU default.
 Every figure is the median over the repeats (passes interleaved, so a busy machine slows them alike).
@@ -86,14 +87,24 @@ def stage_times(paths: list[Path], repeats: int) -> dict[str, float]:
     return result
 
 
-def end_to_end_rate(root: Path, out: Path, workers: int, batch_size: int | None, repeats: int) -> float:
-    rates = []
+def end_to_end_rate(root: Path, out: Path, workers: int, batch_size: int | None) -> float:
+    """images/s of one ``validate.py`` run (rn18, random weights, CPU), as its .meta.json records it."""
     size = [] if batch_size is None else ["--batch_size", str(batch_size)]
+    grid = validate.main(["--mixed", "--root", str(root), "--clas", "rn18", "--random-init", "--device", "cpu",
+                          "--workers", str(workers), *size, "--out", str(out), "--no-progress"])
+    return json.loads(grid.with_suffix(".meta.json").read_text())["images_per_second"]
+
+
+def end_to_end_against_forward(root: Path, out: Path, workers: int, batch_size: int, channels_last: bool,
+                               images: int, repeats: int) -> tuple[float, float]:
+    """Median images/s of validate.py end to end and of rn18's forward pass alone (same batches, format and
+    threads), the two measured in turns so that a busy machine slows both alike."""
+    model = {"rn18": in_format("rn18", channels_last)}
+    e2e, forward = [], []
     for _ in range(repeats):
-        grid = validate.main(["--mixed", "--root", str(root), "--clas", "rn18", "--random-init", "--device", "cpu",
-                              "--workers", str(workers), *size, "--out", str(out), "--no-progress"])
-        rates.append(json.loads(grid.with_suffix(".meta.json").read_text())["images_per_second"])
-    return statistics.median(rates)
+        e2e.append(end_to_end_rate(root, out, workers, batch_size))
+        forward.append(forward_rates(model, images, batch_size, 1)["rn18"])
+    return statistics.median(e2e), statistics.median(forward)
 
 
 def forward_rates(models: dict[str, tuple[torch.nn.Module, torch.memory_format]], images: int, batch_size: int,
@@ -149,9 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)
 
         batch_size, channels_last = eval_defaults(torch.device("cpu"), args.batch_size, None)
-        rate = end_to_end_rate(root, Path(tmp) / "json", args.workers, args.batch_size, args.e2e_repeats)
-        forward = forward_rates({"rn18": in_format("rn18", channels_last)}, len(paths), batch_size,
-                                args.e2e_repeats)["rn18"]
+        rate, forward = end_to_end_against_forward(root, Path(tmp) / "json", args.workers, batch_size, channels_last,
+                                                   len(paths), args.e2e_repeats)
         layout = "channels-last" if channels_last else "NCHW"
         print(f"validate.py end to end, rn18 (random weights) on CPU, {args.workers} workers, batch {batch_size}, "
               f"{layout}: {rate:7.1f} images/s (median of {args.e2e_repeats}); forward only {forward:.1f} images/s: "
