@@ -313,6 +313,8 @@ def test_render_converts_any_mode_skips_system_files_and_keeps_spaced_names(tmp_
     rgb.convert("CMYK").save(folder / "cmyk.JPEG")
     rgb.convert("RGBA").save(folder / "rgba.png")
     rgb.save(folder / "my phötø 1.JPEG")
+    rgb.save(folder / "bitmap.BMP")
+    rgb.save(folder / "web.webp")
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     (tmp_path / "val" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
@@ -320,8 +322,9 @@ def test_render_converts_any_mode_skips_system_files_and_keeps_spaced_names(tmp_
     result = run(tmp_path, *argv)
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "out" / "images.txt").read_text(encoding="utf-8").splitlines()
-    assert lines == [f"{WNIDS[0]}/{stem}.JPEG 0" for stem in ("cmyk", "grey", "my phötø 1", "rgba")]
-    for stem in ("cmyk", "grey", "my phötø 1", "rgba"):
+    stems = ("bitmap", "cmyk", "grey", "my phötø 1", "rgba", "web")  # every file torchvision's ImageFolder reads
+    assert lines == [f"{WNIDS[0]}/{stem}.JPEG 0" for stem in stems]
+    for stem in stems:
         with Image.open(tmp_path / "out" / "clean" / WNIDS[0] / f"{stem}.jpg") as image:
             assert image.mode == "RGB" and image.size == (224, 224)
     assert run(tmp_path, *argv, "--limit", "1").returncode == 0  # a resume keeps the spaced name listed

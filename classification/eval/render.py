@@ -42,6 +42,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from classification.atomic import atomic_path, check_output_dir, write_json
@@ -68,7 +69,7 @@ MIXED_COUNTS = (2, 3)
 PARTS = ("imagenet-c", "clean", "color", "mixed")
 RESIZE = 256  # then the centre crop of CROP, as ImageNet-C was made
 JPEG_QUALITY = 85
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGE_EXTENSIONS = IMG_EXTENSIONS  # the files torchvision's ImageFolder reads (.jpg, .png, .bmp, .tif, .webp ...)
 MANIFEST = "render_manifest.json"
 STAGING = ".partial"  # temporary files, renamed into place when complete
 
