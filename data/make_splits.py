@@ -238,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_only_advice(root: Path, dataset: str) -> str:
+    """What to do when the split file cannot be written into ``root`` (a shared, read-only dataset)."""
+    problem = f"{root} cannot be written (a shared, read-only copy?)"
+    if dataset == "imagenetc":
+        return f"{problem}; pass --out PATH for the split file and give validate.py --split PATH."
+    layout = {"cityscapes": CITYSCAPES, "acdc": ACDC, "darkzurich": DARK_ZURICH}[dataset]
+    return (f"{problem}; make a folder of your own holding links to its {layout.image_top}/ and {layout.label_top}/ "
+            f"(ln -s), run this command on it and point '{dataset}' of config_paths.yaml there.")
+
+
 @report_user_errors
 def main(argv: list[str] | None = None) -> Path:
     """Run one subcommand; returns the split file written (the root for ``cbar-severities``)."""
@@ -248,9 +258,8 @@ def main(argv: list[str] | None = None) -> Path:
         return root
     default_name = SPLIT_FILE if args.dataset == "imagenetc" else f"{args.split}.txt"
     out = args.out or root / default_name
-    if args.out is None and args.dataset == "imagenetc" and not os.access(root, os.W_OK):
-        raise UserInputError(f"{root} cannot be written (a shared, read-only copy?); pass --out PATH for the split "
-                             f"file and give validate.py --split PATH.")
+    if args.out is None and not os.access(root, os.W_OK):
+        raise UserInputError(read_only_advice(root, args.dataset))
     check_output_file(out, "--out")  # before the (long) listing
     if args.dataset == "imagenetc":
         lines = imagenetc_lines(root)

@@ -177,6 +177,20 @@ def test_imagenetc_read_only_root_points_at_out_and_split(tmp_path, capsys, monk
     assert read_lines(out) == EXPECTED_LINES
 
 
+def test_segmentation_read_only_root_points_at_a_folder_of_links(tmp_path, capsys, monkeypatch):
+    expected = make_cityscapes(tmp_path)
+    monkeypatch.setattr(make_splits.os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(SystemExit):
+        make_splits.main(["cityscapes", str(tmp_path)])
+    assert "make a folder of your own holding links to its leftImg8bit/ and gtFine/ (ln -s), run this command on " \
+           "it and point 'cityscapes' of config_paths.yaml there." in capsys.readouterr().err
+    mine = tmp_path / "mine"  # the advice followed
+    mine.mkdir()
+    for top in ("leftImg8bit", "gtFine"):
+        (mine / top).symlink_to(tmp_path / top, target_is_directory=True)
+    assert read_lines(make_splits.main(["cityscapes", str(mine)])) == sorted(expected)
+
+
 def test_imagenetc_split_of_spaced_unicode_names_is_read_back(tmp_path):
     from classification.eval.imagenetc import read_split
 
