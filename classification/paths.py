@@ -1,8 +1,8 @@
 """Dataset locations from ``config_paths.yaml`` (shared by classification and segmentation).
 
 The file maps the keys in :data:`DATASET_KEYS` to folders. Relative paths resolve against the YAML's
-own folder. ``--config PATH`` (see :func:`add_config_argument`) or the ``SYMPIE_CONFIG`` environment
-variable select another file. Values that still hold the shipped ``/path/to/...`` placeholder count as
+own folder; ``~`` and environment variables (``$DATA/imagenet``) are expanded. ``--config PATH`` (see
+:func:`add_config_argument`) or the ``SYMPIE_CONFIG`` environment variable select another file. Values that still hold the shipped ``/path/to/...`` placeholder count as
 unset: a command that needs one stops with a sentence naming the key and the file.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def load_paths(config: str | os.PathLike | None = None) -> dict[str, Path | None
         if value is None or str(value).strip() == "" or str(value).startswith(PLACEHOLDER_PREFIX):
             resolved[str(key)] = None
             continue
-        p = Path(str(value)).expanduser()
+        p = Path(os.path.expandvars(str(value))).expanduser()  # '$DATA/imagenet' and '~/data' as a shell reads them
         resolved[str(key)] = p if p.is_absolute() else (path.parent / p).resolve()
     return resolved
 

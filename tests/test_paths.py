@@ -91,3 +91,10 @@ def test_a_misspelt_key_is_pointed_at(tmp_path):
     (tmp_path / "c.yaml").write_text("imagenet-c: /data/imagenet-c\n")
     with pytest.raises(UserInputError, match=r"key 'imagenetc' is missing from .*c\.yaml \(it has 'imagenet-c': a typo\?\)"):
         dataset_path("imagenetc", tmp_path / "c.yaml")
+
+
+def test_home_and_environment_variables_are_expanded(tmp_path, monkeypatch):
+    (tmp_path / "inet").mkdir()
+    monkeypatch.setenv("SYMPIE_TEST_DATA", str(tmp_path))
+    (tmp_path / "c.yaml").write_text("imagenet: $SYMPIE_TEST_DATA/inet\nacdc: ${SYMPIE_TEST_DATA}/acdc\n")
+    assert load_paths(tmp_path / "c.yaml") == {"imagenet": tmp_path / "inet", "acdc": tmp_path / "acdc"}
