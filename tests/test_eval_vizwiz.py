@@ -107,3 +107,10 @@ def test_malformed_annotations_are_one_sentence(tmp_path, content, message):
     (tmp_path / "annotations.json").write_text(text)
     with pytest.raises(UserInputError, match=message):
         read_annotations(tmp_path)
+
+
+def test_images_extracted_next_to_the_annotations_are_found(vizwiz_root):
+    for image in sorted((vizwiz_root / "val").iterdir()):
+        image.rename(vizwiz_root / image.name)
+    dataset = VizWiz(vizwiz_root)
+    assert dataset.paths == [vizwiz_root / f"VizWiz_val_{i:08d}.jpg" for i in range(5)]

@@ -2,7 +2,7 @@
 
 ``<root>/annotations.json`` holds ``categories`` (a list of ``{"id": <ImageNet class index>, ...}``) and
 ``images`` (file names such as ``VizWiz_val_00003893.jpg``, stored under ``<root>/<middle token>/``, here
-``<root>/val/``). A prediction is the argmax of the classifier's logits over the listed category ids only.
+``<root>/val/``, or directly in ``<root>``). A prediction is the argmax of the classifier's logits over the listed category ids only.
 
 Ground truth is optional. When present it is read from ``labels`` (``{file name: id or [ids]}``) or from
 ``annotations`` (a list of ``{"image": file name, "category_id": id}`` or ``"category_ids": [ids]``); a
@@ -33,13 +33,15 @@ class VizWizAnnotations:
     labels: dict[str, set[int]]  # empty when the file carries no ground truth
 
 
-def image_folder(root: Path, file_name: str) -> Path:
-    """``VizWiz_val_00003893.jpg`` -> ``<root>/val/VizWiz_val_00003893.jpg``."""
+def image_path(root: Path, file_name: str) -> Path:
+    """``VizWiz_val_00003893.jpg`` -> ``<root>/val/VizWiz_val_00003893.jpg``, or ``<root>/VizWiz_val_00003893.jpg``
+    when only that exists (images extracted next to the annotations)."""
     parts = file_name.split("_")
     if len(parts) < 3:
         raise UserInputError(f"image name {file_name!r} in {root / ANNOTATIONS_FILE} is not of the form "
                              f"VizWiz_<split>_<number>.jpg.")
-    return root / parts[1] / file_name
+    nested, flat = root / parts[1] / file_name, root / file_name
+    return flat if flat.is_file() and not nested.is_file() else nested
 
 
 def _labels(raw: dict, source: Path) -> dict[str, set[int]]:
@@ -94,7 +96,7 @@ class VizWiz(Dataset):
             raise UserInputError(f"VizWiz folder {self.root} does not exist; set 'vizwiz' in config_paths.yaml "
                                  f"or pass --root PATH.")
         self.annotations = read_annotations(self.root)
-        self.paths = [image_folder(self.root, name) for name in self.annotations.images]
+        self.paths = [image_path(self.root, name) for name in self.annotations.images]
         for name, path in zip(self.annotations.images, self.paths):
             if not path.is_file():
                 raise UserInputError(f"image {path} listed in {self.root / ANNOTATIONS_FILE} does not exist.")
