@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -232,6 +233,19 @@ def test_labels_in_another_class_order_are_refused(tmp_path):
         read_split(tmp_path / "images.txt")
     (tmp_path / "images.txt").write_text("n01440764/a.JPEG 0\nn01443537/b.JPEG 1\nmine/d.JPEG 7\n")
     assert [line.label for line in read_split(tmp_path / "images.txt")] == [0, 1, 7]  # other folders: as given
+
+
+def test_a_whole_missing_row_folder_is_named_with_where_it_comes_from(tmp_path):
+    root = write_fake_benchmark(tmp_path / "c", "imagenetc", num_images=2, size=SMALL)
+    for folder in ("color", "clean"):  # the published ImageNet-C has neither
+        shutil.rmtree(root / folder)
+    with pytest.raises(UserInputError, match=r"folder .*/c/color/1 of the 'colwarp' row does not exist; render it "
+                                              r"with classification/eval/render\.py --parts clean color"):
+        ImagenetC(root)
+    bar = write_fake_benchmark(tmp_path / "bar", "imagenetc-bar", num_images=2, size=SMALL)
+    with pytest.raises(UserInputError, match=r"folder .*/bar/blur/defocus_blur/1 of the 'defocus_blur' row does not "
+                                              r"exist; check that .*bar is laid out as the 'imagenetc' benchmark .*--bar"):
+        ImagenetC(bar)  # an ImageNet-C-Bar folder read without --bar
 
 
 def test_missing_image_names_file_and_line(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -187,9 +187,7 @@ class CorruptionGrid(Dataset):
             elif skip_missing:
                 self.missing.append(MissingImage(self.root / options[0], line.line_no))
             else:
-                raise UserInputError(
-                    f"image {self.root / options[0]} (line {line.line_no} of {self.split_file}) does not "
-                    f"exist; complete the dataset or pass --skip-missing to leave such images out.")
+                raise self._missing_error(category, options, line)
         if not rows and not self.missing:
             raise UserInputError(f"--quick keeps 1/{QUICK_FRACTION} of the {len(self.lines)} x "
                                  f"{len(SEVERITIES) * len(self.categories)} evaluations of {self.split_file}, "
@@ -198,6 +196,21 @@ class CorruptionGrid(Dataset):
         self._masks = np.asarray(masks, dtype=np.int8)
         self._lines = np.asarray(line_index, dtype=np.int32)
         self._choice = np.asarray(choice, dtype=np.int8)
+
+    def _missing_error(self, category: str, options: list[str], line: SplitLine) -> UserInputError:
+        """The sentence for a missing image; a whole missing cell folder is named as such, with where it
+        comes from (the published ImageNet-C has no ``clean/`` and ``color/``)."""
+        folder = self.root / PurePosixPath(options[0]).parent.parent
+        if any((self.root / PurePosixPath(option).parent.parent).is_dir() for option in options):
+            return UserInputError(f"image {self.root / options[0]} (line {line.line_no} of {self.split_file}) does "
+                                  f"not exist; complete the dataset or pass --skip-missing to leave such images out.")
+        if category in ("clean", "colwarp"):
+            source = "render it with classification/eval/render.py --parts clean color (data/README.md)"
+        else:
+            source = (f"check that {self.root} is laid out as the '{self.kind}' benchmark of data/README.md "
+                      f"(validate.py --bar and --mixed read the other two)")
+        return UserInputError(f"folder {folder} of the '{category}' row does not exist; {source}, or pass "
+                              f"--skip-missing to leave its cells empty.")
 
     def _cells(self):
         """(row, column mask, line index) of every file to read, grouped by folder."""
