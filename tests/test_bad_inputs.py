@@ -398,6 +398,7 @@ def test_ctrl_c_of_the_terminal_while_workers_start_is_one_line(tmp_path):
     while not _fork_server_of(process.pid):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    time.sleep(0.3)  # the fork server now imports torch (seconds); the main process waits for its first worker
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
