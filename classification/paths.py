@@ -2,8 +2,9 @@
 
 The file maps the keys in :data:`DATASET_KEYS` to folders. Relative paths resolve against the YAML's
 own folder; ``~`` and environment variables (``$DATA/imagenet``) are expanded. ``--config PATH`` (see
-:func:`add_config_argument`) or the ``SYMPIE_CONFIG`` environment variable select another file. Values that still hold the shipped ``/path/to/...`` placeholder count as
-unset: a command that needs one stops with a sentence naming the key and the file.
+:func:`add_config_argument`) or the ``SYMPIE_CONFIG`` environment variable select another file. Values
+that still hold the shipped ``/path/to/...`` placeholder count as unset: a command that needs one stops
+with a sentence naming the key and the file.
 """
 from __future__ import annotations
 
