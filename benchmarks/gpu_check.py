@@ -165,7 +165,8 @@ def train_args(device: torch.device, sizes: Sizes, workdir: Path, logdir: Path) 
     # resume step compares two runs bit for bit.
     return ["--imagenet", str(images), "--config", str(workdir / "no_datasets.yaml"), "--logdir", str(logdir),
             "--random-init", "--gpu-corruptions", *amp, "--deterministic", "--device", str(device),
-            "--val-iters", "1", "--val-workers", "0", "--print-every", "10", "--image-every", "0", "--seed", "1", *sizes.train]
+            "--val-iters", "1", "--val-workers", "0", "--print-every", "10", "--image-every", "0", "--seed", "1",
+            *sizes.train]
 
 
 def run_train(argv: list[str]) -> Path:

@@ -2,7 +2,8 @@
 
 ``<root>/annotations.json`` holds ``categories`` (a list of ``{"id": <ImageNet class index>, ...}``) and
 ``images`` (file names such as ``VizWiz_val_00003893.jpg``, stored under ``<root>/<middle token>/``, here
-``<root>/val/``, or directly in ``<root>``). A prediction is the argmax of the classifier's logits over the listed category ids only.
+``<root>/val/``, or directly in ``<root>``). A prediction is the argmax of the classifier's logits over the
+listed category ids only.
 
 Ground truth is optional. When present it is read from ``labels`` (``{file name: id or [ids]}``) or from
 ``annotations`` (a list of ``{"image": file name, "category_id": id}`` or ``"category_ids": [ids]``); a

@@ -100,7 +100,8 @@ def _coarse_levels(levels: int, decay: float, device: torch.device, dtype: torch
     """The first ``levels`` refinements as one matrix (draws, lattice points): they are linear in the draws."""
     draws = sum(_level_sizes(levels))
     basis = torch.eye(draws, dtype=torch.float64)
-    lattice = _refine(torch.zeros(draws, 1, 1, dtype=torch.float64), list(basis.split(_level_sizes(levels), dim=1)), 100.0, decay)
+    start = torch.zeros(draws, 1, 1, dtype=torch.float64)
+    lattice = _refine(start, list(basis.split(_level_sizes(levels), dim=1)), 100.0, decay)
     return lattice.reshape(draws, -1).to(device, dtype)
 
 
