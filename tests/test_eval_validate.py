@@ -188,3 +188,14 @@ def test_channels_last_batches_reach_the_model_in_that_format_with_the_same_valu
         assert seen[channels_last] and all(fmt == channels_last for fmt, _ in seen[channels_last])
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen[False], seen[True], strict=True))
     assert torch.equal(counts[False].correct, counts[True].correct)
+
+
+@pytest.mark.parametrize("blocked", ["bar_none_rn18.json", "bar_none_rn18.meta.json"])
+def test_an_output_path_that_is_a_folder_is_refused_before_the_evaluation(bar_tree, tmp_path, blocked, capsys,
+                                                                          colour_classifier, monkeypatch):
+    (tmp_path / blocked).mkdir()
+    monkeypatch.setattr(validate, "evaluate_grid", lambda *a, **k: pytest.fail("evaluated before the check"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_main("--bar", "--root", str(bar_tree), "--out", str(tmp_path), "--clas", "rn18")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{tmp_path / blocked} is a folder" in err and "Traceback" not in err

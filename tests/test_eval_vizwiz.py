@@ -114,3 +114,15 @@ def test_images_extracted_next_to_the_annotations_are_found(vizwiz_root):
         image.rename(vizwiz_root / image.name)
     dataset = VizWiz(vizwiz_root)
     assert dataset.paths == [vizwiz_root / f"VizWiz_val_{i:08d}.jpg" for i in range(5)]
+
+
+def test_an_output_path_that_is_a_folder_is_refused_before_the_predictions(vizwiz_root, tmp_path, monkeypatch,
+                                                                           capsys):
+    out = tmp_path / "out"
+    (out / "pred_orig.json").mkdir(parents=True)
+    monkeypatch.setattr(eval_vizwiz, "predict_vizwiz", lambda *a, **k: pytest.fail("predicted before the check"))
+    with pytest.raises(SystemExit) as exit_info:
+        eval_vizwiz.main(["--root", str(vizwiz_root), "--out", str(out), "--workers", "0", "--device", "cpu",
+                          "--random-init", "--clas", "rn18"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{out / 'pred_orig.json'} is a folder" in err and "Traceback" not in err

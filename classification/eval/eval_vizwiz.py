@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from classification.atomic import check_output_dir, write_json
+from classification.atomic import check_output_dir, check_output_file, write_json
 from classification.classifiers import build_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.checkpoints import resolve_colm
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         raise UserInputError(f"--batch_size must be at least 1 and --workers at least 0, got {args.batch_size} and "
                              f"{args.workers}.")
     check_output_dir(args.out, "--out")
+    for name in OUTPUT_FILES.values():  # before the predictions, not after
+        check_output_file(Path(args.out) / name, "output file")
     root = dataset_path("vizwiz", args.config, args.root)
     colm_path = resolve_colm(args.colm)
     dataset = VizWiz(root)

@@ -27,7 +27,7 @@ import PIL
 import torch
 import torchvision
 
-from classification.atomic import check_output_dir, write_json
+from classification.atomic import check_output_dir, check_output_file, write_json
 from classification.classifiers import build_classifier
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
@@ -207,6 +207,9 @@ def run_demo(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) -> Path | None:
     """Evaluate ``args.clas`` (with SyMPIE when ``colm_path`` is set) on the dataset ``key`` at ``root``."""
+    out = Path(args.out) / output_name(args, colm_path)
+    for path in (out, out.with_suffix(".meta.json")):  # before hours of evaluation, not after
+        check_output_file(path, "output file")
     with distributed(args.device) as ctx:
         rank, world, device = ctx.rank, ctx.world_size, ctx.device
         args.batch_size, args.channels_last = eval_defaults(device, args.batch_size, args.channels_last)
@@ -229,7 +232,6 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
         seconds = time.perf_counter() - tic
         if rank != 0:
             return None
-        out = Path(args.out) / output_name(args, colm_path)
         write_json(out, counts.accuracy())
         write_json(out.with_suffix(".meta.json"),
                    metadata(args, dataset, counts, colm_path, started, seconds, device, world), indent=1)
