@@ -267,3 +267,15 @@ def test_render_then_validate(val, tmp_path):
     assert len(json.loads(grid_json.read_text())) == 17
     mixed_json = validate.main(["--mixed", "--root", str(out / "mixed"), *common])
     assert json.loads(mixed_json.with_suffix(".meta.json").read_text())["total"] == [[2] * 5]
+
+
+def test_two_sources_that_would_be_rendered_as_one_file_are_refused(tmp_path):
+    folder = tmp_path / WNIDS[0]
+    folder.mkdir()
+    image = Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8))
+    image.save(folder / "photo.JPEG")
+    image.save(folder / "photo.png")
+    with pytest.raises(UserInputError, match=r"photo\.JPEG and .*photo\.png would both be rendered as"):
+        R.list_sources(tmp_path)
+    (folder / "photo.png").rename(folder / "photo 2.png")
+    assert [s.line_path for s in R.list_sources(tmp_path)] == [f"{WNIDS[0]}/photo 2.JPEG", f"{WNIDS[0]}/photo.JPEG"]
