@@ -128,8 +128,8 @@ def _correlate_valid(padded: torch.Tensor, kernel: torch.Tensor, fixed: bool = F
         spectrum = _fixed_kernel_spectrum(tuple(map(tuple, kernel.tolist())), size, padded.device, padded.dtype)
     else:
         spectrum = _kernel_spectrum(kernel, size, padded)
-    full = torch.fft.irfft2(torch.fft.rfft2(padded, s=size) * spectrum, s=size)
-    return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].contiguous()
+    full = torch.fft.irfft2(torch.fft.rfft2(padded, s=size).mul_(spectrum), s=size)
+    return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]  # a view, no copy: callers clamp it in place
 
 
 def correlate2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
