@@ -67,7 +67,7 @@ def demo_image_folder() -> Path:
     :func:`cached_folder`)."""
     target = check_output_dir(cache_root() / FOLDER_NAME, f"the demo cache folder (${CACHE_ENV}/{FOLDER_NAME})")
     wnids = sorted(imagenet_class_index())
-    files = {f"{wnids[label]}/{name}_{k:02d}.jpg" for name, label in SAMPLE_LABELS.items()
+    files = {variant_file(wnids[label], name, k) for name, label in SAMPLE_LABELS.items()
              for k in range(VARIANTS_PER_PHOTO)}
     return cached_folder(target, files, lambda root: write_demo_image_folder(root, wnids))
 
@@ -81,7 +81,12 @@ def write_demo_image_folder(root: Path, wnids: Sequence[str]) -> None:
         with Image.open(sample_path(name)) as photo:
             photo = photo.convert("RGB")
         for k in range(VARIANTS_PER_PHOTO):
-            variant_of(photo, rng, VARIANT_SIZE).save(root / wnids[label] / f"{name}_{k:02d}.jpg", quality=95)
+            variant_of(photo, rng, VARIANT_SIZE).save(root / variant_file(wnids[label], name, k), quality=95)
+
+
+def variant_file(wnid: str, name: str, k: int) -> str:
+    """Where variant ``k`` of sample photo ``name`` goes in the demo folder, relative to it."""
+    return f"{wnid}/{name}_{k:02d}.jpg"
 
 
 def cached_folder(target: Path, files: set[str], write: Callable[[Path], None]) -> Path:

@@ -87,7 +87,7 @@ def photo_variant_folder(photos: Path = PHOTOS_DIR) -> Path:
     for path in sources:
         digest.update(Path(path).name.encode() + Path(path).read_bytes())
     target = cache_root() / f"{FOLDER_PREFIX}{digest.hexdigest()[:12]}"
-    files = {f"{Path(path).stem}_{k:03d}.jpg" for path in sources for k in range(VARIANTS_PER_PHOTO)}
+    files = {variant_file(path, k) for path in sources for k in range(VARIANTS_PER_PHOTO)}
     return cached_folder(target, files, lambda staging: write_variants(staging, sources))
 
 
@@ -98,4 +98,9 @@ def write_variants(folder: Path, sources: Sequence[str]) -> None:
         with Image.open(path) as photo:
             photo = photo.convert("RGB")
         for k in range(VARIANTS_PER_PHOTO):
-            variant_of(photo, rng, VARIANT_SIZE).save(folder / f"{Path(path).stem}_{k:03d}.jpg", quality=95)
+            variant_of(photo, rng, VARIANT_SIZE).save(folder / variant_file(path, k), quality=95)
+
+
+def variant_file(source: str, k: int) -> str:
+    """The file name of variant ``k`` of the photo ``source`` in the variant folder."""
+    return f"{Path(source).stem}_{k:03d}.jpg"
