@@ -154,18 +154,19 @@ def list_sources(val: Path) -> list[SourceImage]:
                              f"written by make_clas_val.py.")
     class_index = imagenet_class_index()
     sources: list[SourceImage] = []
+    rendered_as: dict[str, Path] = {}  # line path (the rendered file's name) -> its source
     for class_dir in sorted(p for p in val.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if class_dir.name not in class_index:
             raise UserInputError(f"folder {class_dir} is not named after an ImageNet-1k wnid; --val must hold "
                                  f"one folder per class as written by make_clas_val.py.")
-        rendered_as: dict[str, Path] = {}  # every source becomes <wnid>/<stem>.JPEG
         for path in sorted(class_dir.iterdir()):
             if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
-                if path.stem in rendered_as:
-                    raise UserInputError(f"{rendered_as[path.stem]} and {path} would both be rendered as "
-                                         f"{class_dir.name}/{path.stem}.JPEG; rename or remove one of them.")
-                rendered_as[path.stem] = path
-                sources.append(SourceImage(len(sources), class_dir.name, path))
+                source = SourceImage(len(sources), class_dir.name, path)
+                if source.line_path in rendered_as:
+                    raise UserInputError(f"{rendered_as[source.line_path]} and {path} would both be rendered as "
+                                         f"{source.line_path}; rename or remove one of them.")
+                rendered_as[source.line_path] = path
+                sources.append(source)
     if not sources:
         raise UserInputError(f"{val} holds no images in class folders (<wnid>/<file>.JPEG); "
                              f"run make_clas_val.py first and pass its --out as --val.")
