@@ -171,7 +171,15 @@ def test_per_image_paths_equal_the_tensor_implementations(name, astronaut):
 @pytest.mark.parametrize("severity", range(1, 6))
 def test_jpeg_compression_is_a_pil_round_trip(severity, astronaut):
     quality = (25, 18, 15, 10, 7)[severity - 1]
-    for image in (astronaut, np.random.default_rng(1).integers(0, 256, (61, 90, 3), dtype=np.uint8)):
+    noise = np.random.default_rng(1).integers(0, 256, (61, 90, 3), dtype=np.uint8)
+    images = (
+        astronaut,
+        noise,
+        noise[::-1, 1::2],  # strided and flipped memory
+        noise[:1, :1],  # one pixel
+        np.full((17, 8, 3), (255, 0, 128), np.uint8),  # flat colour, odd size
+    )
+    for image in images:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)

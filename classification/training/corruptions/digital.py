@@ -2,14 +2,13 @@
 and saturate (extra)."""
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from classification.training.corruptions.convert import to_float_tensor, to_uint8_array
 from classification.training.corruptions.filters import gaussian_filter, sample_bilinear
@@ -161,16 +160,14 @@ def pixelate_array(image: np.ndarray, severity: int) -> np.ndarray:
 
 
 def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
-    """JPEG encode at quality ``c`` (PIL) and decode, on one HxWx3 uint8 image.
+    """JPEG encode at quality ``c`` and decode, on one HxWx3 uint8 image, as ImageNet-C's PIL round trip.
 
-    Decoding by torchvision's libjpeg-turbo gives the bytes PIL's decoder gives (same library, same
-    default DCT and upsampling; checked against PIL by the tests) in a third of the time.
+    Both steps run in torchvision's libjpeg-turbo, the library PIL uses too, with the same defaults
+    (4:2:0 chroma, integer DCT): the bytes equal PIL's (checked by the tests) in about half the time.
     """
     quality = (25, 18, 15, 10, 7)[severity - 1]
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    encoded = torch.frombuffer(buffer.getbuffer(), dtype=torch.uint8)
-    return decode_jpeg(encoded, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # HWC memory: encoded without a copy
+    return decode_jpeg(encode_jpeg(chw, quality=quality), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
 
 
 @register("pixelate")
