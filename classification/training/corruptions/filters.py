@@ -105,7 +105,9 @@ def _fft_size(n: int) -> int:
 
 
 def _kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-    flipped = kernel.flip(-1, -2).to(like.device, like.dtype)  # correlation = convolution, flipped
+    """Spectrum of the flipped kernel (correlation = convolution with it) with the inverse FFT's 1/(N*M)
+    folded in, so that the inverse transform skips its scaling pass (``norm="forward"``)."""
+    flipped = (kernel.flip(-1, -2) / (size[0] * size[1])).to(like.device, like.dtype)
     return torch.fft.rfft2(flipped, s=size)
 
 
@@ -128,7 +130,7 @@ def _correlate_valid(padded: torch.Tensor, kernel: torch.Tensor, fixed: bool = F
         spectrum = _fixed_kernel_spectrum(tuple(map(tuple, kernel.tolist())), size, padded.device, padded.dtype)
     else:
         spectrum = _kernel_spectrum(kernel, size, padded)
-    full = torch.fft.irfft2(torch.fft.rfft2(padded, s=size).mul_(spectrum), s=size)
+    full = torch.fft.irfft2(torch.fft.rfft2(padded, s=size).mul_(spectrum), s=size, norm="forward")
     return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]  # a view, no copy: callers clamp it in place
 
 
