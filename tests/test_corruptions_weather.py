@@ -164,6 +164,20 @@ def test_truncated_distance_is_the_exact_euclidean_distance():
     assert torch.equal(nothing, torch.full((1, 1, 8, 8), 20.0))
 
 
+def test_truncated_distance_on_images_too_tall_for_int16():
+    """Row indices past 2**14 leave the int16 range of the small-image path."""
+    h = 20_000
+    edges = torch.zeros(1, 1, h, 3, dtype=torch.bool)
+    edges[0, 0, [5, h - 3], [0, 2]] = True
+    distance = weather.truncated_distance(edges, 20)[0, 0]
+    rows = torch.arange(h, dtype=torch.float32)[:, None]
+    cols = torch.arange(3, dtype=torch.float32)[None, :]
+    expected = torch.minimum(
+        ((rows - 5) ** 2 + cols**2).sqrt(), ((rows - (h - 3)) ** 2 + (cols - 2) ** 2).sqrt()
+    ).clamp(max=20)
+    assert torch.allclose(distance, expected)
+
+
 def test_equalize_histogram_follows_opencv():
     """lut[v] = round((cdf[v] - cdf[first]) * 255 / (N - cdf[first])), a constant image stays as is."""
     values = torch.tensor([3.0, 3.0, 5.0, 9.0, 9.0, 9.0, 12.0, 20.0]).reshape(1, 1, 2, 4)
