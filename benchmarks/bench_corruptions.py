@@ -5,9 +5,11 @@
 
 1. Per image, one thread (``torch.set_num_threads(1)``, OpenCV likewise): every corruption of the
    training set at severities 1..5 on one 224x224 photo through each implementation's public per-image
-   call (``corrupt`` here); best of ``--repeats`` calls per severity (the implementations take turns, so
-   a busy machine slows them alike), mean over the severities. The peers (``corruption_peers.py``) are
-   timed when importable. One table: ms/image per implementation, the fastest marked ``*``, this
+   call (``corrupt`` here); best of ``--repeats`` calls per severity, mean over the severities. Each
+   timed call follows an untimed call of the same implementation, so all are timed warm, as ``timeit``
+   would (three peers share their PIL and OpenCV code: in plain turns each would warm the caches for
+   the next); the implementations take turns, so a busy machine slows them alike. The peers
+   (``corruption_peers.py``) are timed when importable. One table: ms/image per implementation, the fastest marked ``*``, this
    engine's worst severity and its cold first call (lazy tables, textures) beside it; totals over the 15
    ImageNet-C corruptions and over the 23 training methods, with ratios. A method above 25 ms at any
    severity is flagged.
@@ -113,10 +115,9 @@ def per_image_table(photo: np.ndarray, impls: dict[str, Implementation], repeats
         best = {label: [] for label in labels}
         for severity in range(1, MAX_SEVERITY + 1):
             times = {label: [] for label in labels}
-            for label in labels:  # warm-up call, not timed
-                impls[label](photo, name, severity, 0)
             for r in range(repeats):
                 for label in labels:  # the implementations take turns
+                    impls[label](photo, name, severity, r)  # warm-up call of the same code, not timed
                     times[label].append(_clock(lambda: impls[label](photo, name, severity, r)))
             for label in labels:
                 best[label].append(min(times[label]))
