@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import math
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -166,6 +168,29 @@ def test_per_image_paths_equal_the_tensor_implementations(name, astronaut):
             expected = (batch[0] * 255).round().byte().permute(1, 2, 0).numpy()
             single = corrupt(image, name, severity, seed=severity)
             assert np.array_equal(single, expected), (name, severity, image.shape)
+
+
+def test_read_only_images_give_no_warning():
+    """An array viewed from a PIL image is read-only; torch warns (once per process, hence the fresh
+    process) when such memory is wrapped, which a per-image path must not do."""
+    code = (
+        "import numpy as np\n"
+        "from PIL import Image\n"
+        "from classification.training.corruptions import CORRUPTIONS, corrupt\n"
+        "image = np.asarray(Image.fromarray(np.full((40, 48, 3), 90, np.uint8)))\n"
+        "assert not image.flags.writeable\n"
+        "for name in sorted(CORRUPTIONS):\n"
+        "    out = corrupt(image, name, 3, seed=0)\n"
+        "    assert out.flags.writeable, name\n"
+    )
+    done = subprocess.run(
+        # Every warning a user would see is an error (DeprecationWarnings are hidden by default).
+        [sys.executable, "-W", "error", "-W", "ignore::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("severity", range(1, 6))

@@ -166,7 +166,9 @@ def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
     (4:2:0 chroma, integer DCT): the bytes equal PIL's (checked by the tests) in about half the time.
     """
     quality = (25, 18, 15, 10, 7)[severity - 1]
-    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # HWC memory: encoded without a copy
+    if not (image.flags.c_contiguous and image.flags.writeable):
+        image = np.array(image)  # torch wraps read-only memory only with a warning
+    chw = torch.from_numpy(image).permute(2, 0, 1)  # HWC memory: encoded without a copy
     return decode_jpeg(encode_jpeg(chw, quality=quality), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
 
 
