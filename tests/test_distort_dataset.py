@@ -63,6 +63,22 @@ def test_classes_and_file_order(folder):
     assert not any(n.endswith(".txt") for n in names)
 
 
+def test_hidden_folders_and_files_are_skipped(tmp_path):
+    """A hidden folder would otherwise become class 0 and shift every label by one."""
+    for name in ("n01", "n02", ".ipynb_checkpoints"):
+        write_image(tmp_path / name / "a.JPEG")
+    write_image(tmp_path / "n01" / ".hidden" / "b.png")
+    (tmp_path / "n02" / "._a.JPEG").write_bytes(b"\0\5\26\7AppleDouble")  # macOS resource fork
+    write_image(tmp_path / "n02" / "c.webp")
+    classes, samples = scan_image_folder(tmp_path)
+    assert classes == ["n01", "n02"]
+    assert [(Path(p).relative_to(tmp_path).as_posix(), label) for p, label in samples] == [
+        ("n01/a.JPEG", 0), ("n02/a.JPEG", 1), ("n02/c.webp", 1),
+    ]  # fmt: skip
+    _, flat = scan_image_folder(tmp_path, labelled=False)
+    assert sorted(Path(p).name for p, _ in flat) == ["a.JPEG", "a.JPEG", "c.webp"]
+
+
 def test_validation_split_is_every_50th_item(folder):
     _, samples = scan_image_folder(folder)
     train = DistortImageFolder(folder, "train", **SMALL)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS  # what ImageFolder reads (.jpg, .png, .tif, .webp ...)
 from torchvision.transforms.v2 import functional as TF
 
 from classification.errors import UserInputError
@@ -33,7 +34,6 @@ from classification.training.corruptions import (CORRUPTIONS, TRAINING_SET, TRAI
 
 log = logging.getLogger(__name__)
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm")
 VAL_EVERY = 50           # item i of the sorted file list is held out when i % VAL_EVERY == 0
 SPLITS = ("train", "val")
 MAX_REPLACEMENTS = 100   # undecodable files tolerated in a row before giving up
@@ -77,7 +77,7 @@ def scan_image_folder(root: str | os.PathLike, labelled: bool = True) -> tuple[l
         if not samples:
             raise UserInputError(f"image folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}).")
         return [], samples
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not _hidden(entry.name))
     if not classes:
         raise UserInputError(f"ImageNet folder {root} has no class sub-folders; it must be the train folder "
                              f"with one folder per class (n01440764/, n01443537/, ...), or pass --labels "
@@ -91,10 +91,19 @@ def scan_image_folder(root: str | os.PathLike, labelled: bool = True) -> tuple[l
     return classes, samples
 
 
+def _hidden(name: str) -> bool:
+    """Dot files and folders (.ipynb_checkpoints/, macOS ._ resource forks) are neither classes nor images."""
+    return name.startswith(".")
+
+
 def image_files(folder: Path) -> list[str]:
-    """Every image file under ``folder`` (symbolic links followed), in sorted walk order."""
-    return [os.path.join(path, f) for path, _, files in sorted(os.walk(folder, followlinks=True))
-            for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+    """Every image file under ``folder`` (symbolic links followed, hidden entries skipped), in sorted walk order."""
+    folders = []
+    for path, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not _hidden(d)]  # not descended into
+        folders.append((path, files))
+    return [os.path.join(path, f) for path, files in sorted(folders)
+            for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS) and not _hidden(f)]
 
 
 def sample_seed(*keys: int) -> int:
