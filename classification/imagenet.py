@@ -6,6 +6,9 @@ from __future__ import annotations
 import functools
 
 SPLIT_FILE = "images.txt"  # '<wnid>/<file>.JPEG <class index>' per line
+STORED_SUFFIXES = (".JPEG", ".jpg")
+"""The names the image of a split line (``<wnid>/<stem>.JPEG``) may have in any cell folder, matched
+exactly: ImageNet-C's ``.JPEG``, or ``.jpg`` as the clean, colour and re-encoded folders store them."""
 
 
 @functools.lru_cache(maxsize=1)

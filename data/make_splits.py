@@ -30,13 +30,13 @@ from tqdm import tqdm
 from classification.atomic import atomic_path, check_output_file
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
-from classification.imagenet import SPLIT_FILE, imagenet_class_index
+from classification.imagenet import SPLIT_FILE, STORED_SUFFIXES, imagenet_class_index
 from classification.paths import add_config_argument, dataset_path
 
 log = logging.getLogger("make_splits")
 
 WNID = re.compile(r"^n\d{8}$")
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+OTHER_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")  # lower-cased; warned about when not a name the evaluation reads
 
 
 # --------------------------------------------------------------------------- ImageNet-C / C-Bar / C-Mixed
@@ -60,15 +60,24 @@ def find_category_folders(root: Path) -> list[Path]:
 
 
 def line_paths_in(category: Path) -> set[str]:
-    """``<wnid>/<stem>.JPEG`` of every image below ``category`` (files may be .JPEG, .jpg or .png)."""
+    """``<wnid>/<stem>.JPEG`` of every image below ``category`` stored under a name the evaluation reads
+    (``<stem>.JPEG`` or ``<stem>.jpg``); other image files are counted in a warning and left out."""
     lines: set[str] = set()
+    unread: list[str] = []
     for wnid_dir in _subdirs(category):
         if not WNID.match(wnid_dir.name):
             continue
         for entry in os.scandir(wnid_dir.path):
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_EXTENSIONS and not entry.name.startswith(".") and entry.is_file():
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            if ext in STORED_SUFFIXES:
                 lines.add(f"{wnid_dir.name}/{stem}.JPEG")
+            elif ext.lower() in OTHER_IMAGE_SUFFIXES:
+                unread.append(entry.name)
+    if unread:
+        log.warning("%s: %d image files are left out (e.g. %s): the evaluation reads <name>.JPEG or <name>.jpg "
+                    "only; convert or rename them.", category, len(unread), unread[0])
     return lines
 
 

@@ -86,6 +86,22 @@ def test_imagenetc_keeps_only_images_present_everywhere(tmp_path, caplog):
     assert "missing elsewhere" in caplog.text
 
 
+def test_imagenetc_counts_only_names_the_evaluation_reads(tmp_path, caplog):
+    """.JPEG and .jpg (exact case) are what the loader looks for; a .png or .jpeg would be reported missing
+    at evaluation time, so it is left out here, with a warning naming the folder."""
+    root = tmp_path / "c"
+    fill_category(root / "blur" / "zoom_blur" / "1")
+    fill_category(root / "blur" / "zoom_blur" / "2", ext=".jpg")
+    touch(root / "blur" / "zoom_blur" / "2" / "n01440764" / "ILSVRC2012_val_00000293.JPEG")  # both names: one line
+    odd = {"n01440764": IMAGES["n01440764"]}
+    fill_category(root / "blur" / "zoom_blur" / "3", images={**IMAGES, **{"n01443537": []}})
+    fill_category(root / "blur" / "zoom_blur" / "3", ext=".png", images={"n01443537": IMAGES["n01443537"]})
+    fill_category(root / "blur" / "zoom_blur" / "3", ext=".jpeg", images=odd)
+    lines = read_lines(make_splits.main(["imagenetc", str(root)]))
+    assert lines == [EXPECTED_LINES[0], EXPECTED_LINES[1], EXPECTED_LINES[3]]
+    assert "zoom_blur/3: 3 image files are left out" in caplog.text and "<name>.JPEG or <name>.jpg" in caplog.text
+
+
 def test_imagenetc_from_config_key(tmp_path):
     root = tmp_path / "mixed"
     fill_category(root / "1")

@@ -135,6 +135,21 @@ def test_layout_paths(trees):
     assert suffixes == {1: ".JPEG", 2: ".jpg", 4: ".JPEG", 8: ".jpg", 16: ".JPEG"}
 
 
+def test_cells_stored_under_the_other_name_are_found(tmp_path):
+    """Any cell may hold <stem>.JPEG or <stem>.jpg (what data/make_splits.py counts), e.g. re-encoded files."""
+    root = write_fake_benchmark(tmp_path / "c", "imagenetc", num_images=2, size=(40, 40))
+    first = split_of(root)[0][0]
+    glass = root / "blur" / "glass_blur" / "3" / first
+    glass.rename(glass.with_suffix(".jpg"))
+    clean = root / "clean" / first.replace(".JPEG", ".jpg")
+    clean.rename(clean.with_suffix(".JPEG"))
+    dataset = ImagenetC(root)
+    paths = {(IMAGENETC_CATEGORIES[i.row], i.columns): i.path for i in items(dataset) if i.line_no == 1}
+    assert paths[("glass_blur", 0b00100)] == glass.with_suffix(".jpg")
+    assert paths[("clean", 0b11111)] == clean.with_suffix(".JPEG")
+    assert not dataset.missing
+
+
 def test_archives_extracted_into_one_folder_are_found(tmp_path):
     """blur.tar ... weather.tar all extracted into the root: <corruption>/<sev>/ without the group folders."""
     root = write_fake_benchmark(tmp_path / "c", "imagenetc", num_images=2, size=(40, 40))

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
-from classification.imagenet import SPLIT_FILE, imagenet_class_index
+from classification.imagenet import SPLIT_FILE, STORED_SUFFIXES, imagenet_class_index
 from classification.eval.preprocess import CROP, load_eval_uint8
 from classification.textfile import read_text
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
@@ -120,6 +120,17 @@ def with_jpg_suffix(path: str) -> str:
     """``.JPEG`` -> ``.jpg`` (the clean and colwarp folders store re-encoded files)."""
     stem, ext = os.path.splitext(path)
     return stem + ".jpg" if ext.lower() == ".jpeg" else path
+
+
+def stored_as(*paths: str) -> list[str]:
+    """The files that may hold ``paths``: each one as given, then under the other name of
+    :data:`STORED_SUFFIXES` (for a ``.JPEG`` or ``.jpg`` path)."""
+    names = list(paths)
+    for path in paths:
+        stem, ext = os.path.splitext(path)
+        if ext in STORED_SUFFIXES:
+            names.extend(stem + suffix for suffix in STORED_SUFFIXES)
+    return list(dict.fromkeys(names))
 
 
 class _FolderListing:
@@ -272,11 +283,11 @@ class ImagenetC(CorruptionGrid, kind="imagenetc", categories=IMAGENETC_CATEGORIE
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
-            return [f"clean/{with_jpg_suffix(line.path)}"]
+            return stored_as(f"clean/{with_jpg_suffix(line.path)}")
         severity = severity_of(columns)
         if category == "colwarp":
-            return [f"color/{severity}/{with_jpg_suffix(line.path)}"]
-        return [f"{GROUP_OF[category]}/{category}/{severity}/{line.path}", f"{category}/{severity}/{line.path}"]
+            return stored_as(f"color/{severity}/{with_jpg_suffix(line.path)}")
+        return stored_as(f"{GROUP_OF[category]}/{category}/{severity}/{line.path}", f"{category}/{severity}/{line.path}")
 
 
 class ImagenetCBar(CorruptionGrid, kind="imagenetc-bar", categories=IMAGENETC_BAR_CATEGORIES):
@@ -284,17 +295,15 @@ class ImagenetCBar(CorruptionGrid, kind="imagenetc-bar", categories=IMAGENETC_BA
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
         if category == "clean":
-            return [f"clean/{with_jpg_suffix(line.path)}"]
-        return [f"{category}/{severity_of(columns)}/{line.path}"]
+            return stored_as(f"clean/{with_jpg_suffix(line.path)}")
+        return stored_as(f"{category}/{severity_of(columns)}/{line.path}")
 
 
 class ImagenetCMixed(CorruptionGrid, kind="imagenetc-mixed", categories=IMAGENETC_MIXED_CATEGORIES):
     """ImageNet-C-Mixed: one row, ``<sev>/<line path>`` stored as ``.JPEG`` or ``.jpg``."""
 
     def candidates(self, category: str, columns: int, line: SplitLine) -> list[str]:
-        severity = severity_of(columns)
-        jpg = with_jpg_suffix(line.path)
-        return [f"{severity}/{line.path}"] + ([f"{severity}/{jpg}"] if jpg != line.path else [])
+        return stored_as(f"{severity_of(columns)}/{line.path}")
 
 
 DATASETS: dict[str, type[CorruptionGrid]] = {
