@@ -69,7 +69,7 @@ class GridCounts:
         return [[a if p else None for a, p in zip(row, mask)] for row, mask in zip(acc, present)]
 
     def all_reduce(self) -> None:
-        """Sum the counts over the ranks of the default process group."""
+        """Sum the counts over the ranks of the default process group (nothing to do without one)."""
         sum_over_processes(self.correct, self.total)
 
 
@@ -128,6 +128,5 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
             bar.set_postfix(acc=f"{100.0 * right / seen:.2f}%", images=seen * world)
             if debug:
                 break
-    if world > 1:
-        counts.all_reduce()
+    counts.all_reduce()
     return GridCounts(counts.correct.cpu(), counts.total.cpu())
