@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import re
 import subprocess
 import sys
 
@@ -98,6 +99,17 @@ def test_bad_severity(astronaut, severity):
 def test_bad_single_image(image, given):
     with pytest.raises(ValueError, match=f"HxWx3 uint8 .*got .*{given}"):
         corrupt(image, "contrast", 1)
+
+
+@pytest.mark.parametrize("name", ["jpeg_compression", "defocus_blur", "fog", "pixelate"])
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3)])
+def test_empty_images_are_refused(name, shape):
+    """They crashed deep inside (jpeg_compression: a segmentation fault in libjpeg) or raised obscurely."""
+    with pytest.raises(ValueError, match=rf"at least one pixel, got .*{re.escape(str(shape))}"):
+        corrupt(np.zeros(shape, np.uint8), name, 3)
+    batch = torch.zeros(2, 3, *shape[:2])
+    with pytest.raises(ValueError, match=rf"at least one pixel, got a {re.escape(str(tuple(batch.shape)))} tensor"):
+        corrupt_batch(batch, name, 3)
 
 
 def test_pil_images(astronaut):

@@ -87,6 +87,8 @@ def corrupt_batch(
             else type(images).__name__
         )
         raise UserInputError(f"images must be a Bx3xHxW floating-point tensor in [0, 1], got {given}")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise UserInputError(f"images must have at least one pixel, got a {tuple(images.shape)} tensor")
     count = images.shape[0]
     names = [_check_name(name) for name in _per_image(names, count, "corruption name")]
     severities = [_check_severity(severity) for severity in _per_image(severities, count, "severity")]
@@ -123,6 +125,8 @@ def _as_uint8_image(image: np.ndarray | Image.Image) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         given = f"a {image.shape} {image.dtype} array" if isinstance(image, np.ndarray) else type(image).__name__
         raise UserInputError(f"image must be an HxWx3 uint8 array or an RGB PIL image, got {given}")
+    if image.size == 0:
+        raise UserInputError(f"image must have at least one pixel, got an array of shape {image.shape}")
     return image
 
 
