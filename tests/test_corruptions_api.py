@@ -112,6 +112,18 @@ def test_empty_images_are_refused(name, shape):
         corrupt_batch(batch, name, 3)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_tiny_images(name):
+    """Every corruption at every severity on images of 1 to 9 pixels a side (glass_blur's shuffle and
+    pixelate's downscale failed under a few pixels)."""
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1), (1, 7), (7, 1), (2, 3), (4, 4), (9, 5)):
+        image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        for severity in range(1, 6):
+            out = corrupt(image, name, severity, seed=severity)
+            assert out.shape == image.shape and out.dtype == np.uint8, (shape, severity)
+
+
 def test_pil_images(astronaut):
     assert np.array_equal(corrupt(Image.fromarray(astronaut), "contrast", 2), corrupt(astronaut, "contrast", 2))
     with pytest.raises(ValueError, match="RGB PIL image, got mode 'L'"):

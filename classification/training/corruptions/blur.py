@@ -63,8 +63,9 @@ def _shuffle_grid(h: int, w: int, d: int) -> tuple[torch.Tensor, torch.Tensor, t
     - every pixel's visiting rank (pixels never visited rank after every step);
     - the initial pointer nodes of :func:`shuffle_sources` (every pixel keeps its original value).
     """
-    rows = torch.arange(h - d, d, -1)
-    cols = torch.arange(w - d, d, -1)
+    # Python ranges, like the reference's loops: empty (no shuffle) on images of at most 2d pixels.
+    rows = torch.tensor(range(h - d, d, -1), dtype=torch.long)
+    cols = torch.tensor(range(w - d, d, -1), dtype=torch.long)
     positions = (rows[:, None] * w + cols[None, :]).reshape(-1)
     rank = torch.full((h * w,), positions.numel(), dtype=torch.long)
     rank[positions] = torch.arange(positions.numel())

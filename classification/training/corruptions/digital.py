@@ -147,10 +147,11 @@ def _nearest_is_box(small: int, large: int) -> bool:
 
 
 def pixelate_array(image: np.ndarray, severity: int) -> np.ndarray:
-    """PIL BOX downscale by ``c`` and BOX upscale back, on one HxWx3 uint8 image."""
+    """PIL BOX downscale by ``c`` and BOX upscale back, on one HxWx3 uint8 image (the small image keeps at
+    least one pixel a side, where ImageNet-C's code fails: sides under 1/c pixels)."""
     c = (0.6, 0.5, 0.4, 0.3, 0.25)[severity - 1]
     h, w = image.shape[:2]
-    small = Image.fromarray(image).resize((int(w * c), int(h * c)), Image.Resampling.BOX)
+    small = Image.fromarray(image).resize((max(1, int(w * c)), max(1, int(h * c))), Image.Resampling.BOX)
     if _nearest_is_box(small.width, w) and _nearest_is_box(small.height, h):
         return np.asarray(small.resize((w, h), Image.Resampling.NEAREST))
     return np.asarray(small.resize((w, h), Image.Resampling.BOX))
