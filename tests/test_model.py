@@ -90,10 +90,23 @@ def test_colwarp_each_image_uses_its_own_parameters():
     (torch.randn(2, 3, 8, 8), torch.randn(2, 36), r"\(2, 37\)"),
     (torch.randn(2, 3, 8, 8), torch.randn(3, 37), r"\(2, 37\)"),
     (torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8), torch.randn(2, 37), "float"),
+    (torch.randn(2, 3, 0, 8), torch.randn(2, 37), r"at least one pixel, got .*\(2, 3, 0, 8\)"),
 ])
 def test_colwarp_rejects_bad_shapes(images, params, match):
     with pytest.raises(ValueError, match=match):
         col_warp(images, params)
+
+
+def test_sympie_on_empty_and_tiny_batches():
+    """An empty batch passes through (grouped convolutions refused it); 1-pixel images are estimated on
+    their resized view like any other size."""
+    sympie = SyMPIE().eval()
+    with torch.no_grad():
+        assert sympie(torch.randn(0, 3, 8, 8)).shape == (0, 3, 8, 8)
+        out = sympie(torch.randn(2, 3, 1, 7))
+    assert out.shape == (2, 3, 1, 7) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="at least one pixel"):
+        sympie.estimate(torch.randn(1, 3, 5, 0))
 
 
 def tiny_classifier(seed: int) -> nn.Module:

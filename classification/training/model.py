@@ -87,6 +87,8 @@ def check_images(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected ImageNet-normalised images as a float tensor of shape (B,3,H,W), got {got}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"expected images of at least one pixel, got a tensor of shape {tuple(x.shape)}")
 
 
 def check_params(params: torch.Tensor, batch: int) -> None:
@@ -113,6 +115,8 @@ def col_warp(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     b, c, h, w = images.shape
     matrix, shift, kernel = split_params(params.to(images.dtype))
     coloured = torch.einsum("bdhw,bdc->bchw", images + shift[:, :, None, None], matrix)
+    if b == 0:  # an empty batch: a grouped convolution needs at least one group
+        return coloured
     weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)  # (B*3, 1, 5, 5)
     out = F.conv2d(coloured.reshape(1, b * c, h, w), weight, padding=2, groups=b * c)
     return out.view(b, c, h, w)
