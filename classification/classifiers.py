@@ -74,6 +74,15 @@ ROBUST_ZOO: dict[str, RobustCheckpoint] = {
 CLASSIFIER_NAMES: tuple[str, ...] = (*TORCHVISION_ZOO, *ROBUST_ZOO, "clip", "effnet_lite0")
 
 
+def check_classifier_name(name: str) -> str:
+    """``name`` if :func:`build_classifier` knows what it means, else a UserInputError listing the choices
+    (scripts call it before anything slow, such as locating a dataset)."""
+    if name in CLASSIFIER_NAMES or name.startswith(TIMM_PREFIX) or _looks_like_path(name):
+        return name
+    raise UserInputError(f"unknown classifier '{name}'; choose one of {', '.join(CLASSIFIER_NAMES)}, "
+                         f"'timm:<model name>' or the path of a model file.")
+
+
 def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | os.PathLike | None = None,
                      trusted: bool = False) -> nn.Module:
     """The frozen, eval-mode classifier called ``name`` (see the module docstring for the names).
@@ -92,11 +101,8 @@ def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | o
         model = _effnet_lite0(pretrained)
     elif name.startswith(TIMM_PREFIX):
         model = check_logits(_timm_model(name[len(TIMM_PREFIX):], pretrained), name)
-    elif _looks_like_path(name):
-        model = check_logits(_local_model(Path(name), trusted), name)
     else:
-        raise UserInputError(f"unknown classifier '{name}'; choose one of {', '.join(CLASSIFIER_NAMES)}, "
-                             f"'timm:<model name>' or the path of a model file.")
+        model = check_logits(_local_model(Path(check_classifier_name(name)), trusted), name)
     return freeze(model)
 
 

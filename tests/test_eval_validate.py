@@ -104,6 +104,20 @@ def test_cli_errors_are_one_sentence(bar_tree, argv, message, capsys, colour_cla
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--clas", "rn51"], "unknown classifier 'rn51'"),
+    (["--colm", "no_such_checkpoint"], "names no file"),
+])
+def test_names_are_checked_before_the_dataset_is_located(tmp_path, capsys, argv, message):
+    """A typo in a name is reported first, not after the user has fixed an unset dataset path."""
+    config = tmp_path / "paths.yaml"
+    config.write_text("imagenetc: /path/to/imagenet-c\n")
+    with pytest.raises(SystemExit):
+        run_main("--config", str(config), *argv)
+    err = capsys.readouterr().err
+    assert message in err and "'imagenetc'" not in err
+
+
 def test_placeholder_root_is_reported(tmp_path, capsys):
     config = tmp_path / "paths.yaml"
     config.write_text("imagenetc: /path/to/imagenet-c\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from classification.atomic import check_output_dir, check_output_file, write_json
-from classification.classifiers import build_classifier
+from classification.classifiers import build_classifier, check_classifier_name
 from classification.errors import UserInputError, report_user_errors
 from classification.checkpoints import resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     check_output_dir(args.out, "--out")
     for name in OUTPUT_FILES.values():  # before the predictions, not after
         check_output_file(Path(args.out) / name, "output file")
+    check_classifier_name(args.clas)
+    colm_path = resolve_colm(args.colm)  # names first: locating the dataset may fail for another reason
     root = dataset_path("vizwiz", args.config, args.root)
-    colm_path = resolve_colm(args.colm)
     dataset = VizWiz(root)
     classifier = build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
     models = {"orig": build_eval_model(classifier, None)}

@@ -28,7 +28,7 @@ import torch
 import torchvision
 
 from classification.atomic import check_output_dir, check_output_file, write_json
-from classification.classifiers import build_classifier
+from classification.classifiers import build_classifier, check_classifier_name
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
@@ -179,9 +179,10 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.demo:
         check_demo_arguments(args, parser)
         return run_demo(args)
-    args.clas = args.clas or DEFAULT_CLASSIFIER
+    args.clas = check_classifier_name(args.clas or DEFAULT_CLASSIFIER)
+    colm = resolve_colm(args.colm or "none")  # names first: locating the dataset may fail for another reason
     key = dataset_key(args)
-    return run(args, key, dataset_path(key, args.config, args.root), resolve_colm(args.colm or "none"))
+    return run(args, key, dataset_path(key, args.config, args.root), colm)
 
 
 def run_demo(args: argparse.Namespace) -> Path | None:
