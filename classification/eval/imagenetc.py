@@ -122,15 +122,20 @@ def with_jpg_suffix(path: str) -> str:
     return stem + ".jpg" if ext.lower() == ".jpeg" else path
 
 
+_OTHER_NAME = tuple(zip(STORED_SUFFIXES, reversed(STORED_SUFFIXES)))  # ((".JPEG", ".jpg"), (".jpg", ".JPEG"))
+
+
 def stored_as(*paths: str) -> list[str]:
     """The files that may hold ``paths``: each one as given, then under the other name of
-    :data:`STORED_SUFFIXES` (for a ``.JPEG`` or ``.jpg`` path)."""
+    :data:`STORED_SUFFIXES` (for a ``.JPEG`` or ``.jpg`` path). Called for each of the millions of cells
+    when a grid is built, hence plain string slicing."""
     names = list(paths)
     for path in paths:
-        stem, ext = os.path.splitext(path)
-        if ext in STORED_SUFFIXES:
-            names.extend(stem + suffix for suffix in STORED_SUFFIXES)
-    return list(dict.fromkeys(names))
+        for suffix, other in _OTHER_NAME:
+            if path.endswith(suffix):
+                names.append(path[: -len(suffix)] + other)
+                break
+    return names
 
 
 class _FolderListing:
