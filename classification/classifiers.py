@@ -85,10 +85,11 @@ def check_classifier_name(name: str) -> str:
 
 
 def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-                     trusted: bool = False) -> nn.Module:
-    """The frozen, eval-mode classifier called ``name`` (see the module docstring for the names).
+                     trusted: bool = False, device: str | torch.device | None = None) -> nn.Module:
+    """The frozen, eval-mode classifier called ``name`` (see the module docstring for the names), on the CPU.
 
-    ``trusted`` allows checkpoint files that pickle Python objects (``--trust-checkpoint``)."""
+    ``trusted`` allows checkpoint files that pickle Python objects (``--trust-checkpoint``); ``device`` is
+    where CLIP encodes its class prompts when they are not cached (the script's ``--device``)."""
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
     if name in TORCHVISION_ZOO:
         model = _torchvision_model(name, pretrained)
@@ -97,7 +98,7 @@ def build_classifier(name: str, pretrained: bool = True, checkpoint_dir: str | o
     elif name == "clip":
         from classification.clip import build_clip_classifier
 
-        model = build_clip_classifier(pretrained=pretrained)
+        model = build_clip_classifier(pretrained=pretrained, device=device)
     elif name == "effnet_lite0":
         model = _effnet_lite0(pretrained)
     elif name.startswith(TIMM_PREFIX):

@@ -11,7 +11,7 @@ import torch
 
 from classification import samples
 from classification.eval import demo
-from classification.eval.imagenetc import IMAGENETC_CATEGORIES, ImagenetC
+from classification.eval.benchmark_sets import IMAGENETC_CATEGORIES, ImagenetC
 from classification.eval.validate import main as validate_main
 from classification.paths import REPO_ROOT
 from classification.training.model import ColModule
