@@ -31,7 +31,7 @@ from classification.atomic import check_output_dir, check_output_file, write_jso
 from classification.classifiers import build_classifier, check_classifier_name
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
-from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
+from classification.eval.embedded_demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
                                      draw_heatmaps, prepare_demo_set, summary_line, write_summary)
 from classification.checkpoints import resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
