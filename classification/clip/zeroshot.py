@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.atomic import torch_save
-from classification.distributed import select_device
+from classification.distributed import resolve_device
 from classification.errors import UserInputError
 from classification.normalization import Renormalize
 
@@ -108,8 +108,12 @@ def _create_clip(pretrained: bool) -> nn.Module:
 
 
 def build_clip_classifier(pretrained: bool = True, templates: str = "single",
-                          cache_dir: str | os.PathLike | None = None) -> nn.Module:
+                          cache_dir: str | os.PathLike | None = None,
+                          device: str | torch.device | None = None) -> nn.Module:
     """Zero-shot CLIP RN50: ImageNet-normalised (B,3,224,224) -> (B,1000) cosine similarities, eval mode.
+
+    The class embeddings, when not cached, are encoded on ``device`` (the script's ``--device``, resolved by
+    :func:`classification.distributed.resolve_device`; default: this process's GPU when there is one).
 
     With ``pretrained=False`` the weights are random and so are the class embeddings (encoding 80,000
     prompts with a random text tower would be slow and meaningless); nothing is downloaded or cached.
@@ -122,8 +126,8 @@ def build_clip_classifier(pretrained: bool = True, templates: str = "single",
         key = {"model": MODEL_NAME, "pretrained": PRETRAINED, "templates": templates, "classes": len(classnames)}
         tokenizer = open_clip.get_tokenizer(MODEL_NAME)
 
-        def compute() -> torch.Tensor:  # on a GPU when there is one: the 80-template ensemble is 80,000 prompts
-            encoder = model.to(select_device())
+        def compute() -> torch.Tensor:  # the 80-template ensemble is 80,000 prompts
+            encoder = model.to(resolve_device(device))
             try:
                 return encode_class_embeddings(encoder, tokenizer, classnames, modes)
             finally:
