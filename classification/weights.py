@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from classification.errors import UserInputError
+from classification.errors import UserInputError, option
 
 TRUST_FLAG = "--trust-checkpoint"
 DDP_PREFIX = "module."
@@ -48,7 +48,8 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", trusted: 
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         if not trusted and ("can still be loaded" in str(err) or "Unsupported global" in str(err)):
             raise UserInputError(f"{what} {path} holds Python objects besides tensors, and unpickling them can run "
-                                 f"code from the file; if you trust its source, pass {TRUST_FLAG}.") from None
+                                 f"code from the file; if you trust its source, pass "
+                                 f"{option(TRUST_FLAG, 'trust_checkpoint=True')}.") from None
         raise UserInputError(f"{what} {path} could not be read by torch.load ({type(err).__name__}); it is truncated "
                              f"or damaged (an interrupted download?) or not a PyTorch checkpoint: fetch it again.") from None
 

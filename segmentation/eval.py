@@ -10,6 +10,10 @@ Command line (add ``torchrun --nproc_per_node N`` in front for distributed evalu
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 
