@@ -33,6 +33,7 @@ import hashlib
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import random
 import shutil
@@ -293,7 +294,9 @@ def _start_fork_server() -> None:
     """Start the fork server (unless it runs) with Ctrl-C blocked: it keeps it blocked, and ignored once it
     runs, and so do the workers it forks, from birth: a Ctrl-C of the terminal while they import torch and
     set up prints no traceback of theirs, and this process alone reports it (one line). Blocked, not
-    ignored, here: a Ctrl-C that reaches this process meanwhile waits and is handled right after."""
+    ignored, here: a Ctrl-C that reaches this process meanwhile waits and is handled right after. The resource
+    tracker is started first: starting, it unblocks Ctrl-C in the calling thread."""
+    multiprocessing.resource_tracker.ensure_running()
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
