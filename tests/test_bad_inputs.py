@@ -7,6 +7,7 @@ mark, 16-bit PNGs, empty grid cells, a resume after following the advice) must r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -158,6 +159,40 @@ def ten_class_model(tmp: Path) -> Path:
     return tmp / "ten.pt"
 
 
+def grid_with_metadata(tmp: Path, name: str, classifier: str = "rn18", images: int = 2,
+                       checksum: str | None = None) -> Path:
+    """A grid and a .meta.json beside it as validate.py writes them (the fields the readers check)."""
+    path = grid_json(tmp, name)
+    metadata = {"classifier": classifier, "pretrained": True, "clip_templates": None, "debug": False,
+                "dataset": {"kind": "imagenetc", "images_in_split": images, "quick": False},
+                "grid_sha256": checksum or hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_suffix(".meta.json").write_text(json.dumps(metadata))
+    return path
+
+
+def a_png(tmp: Path, name: str) -> Path:
+    Image.new("RGB", (4, 4)).save(tmp / name, format="PNG")
+    return tmp / name
+
+
+def a_checkpoint_folder(tmp: Path) -> Path:
+    (tmp / "ckpts").mkdir()
+    nem_checkpoint(tmp / "ckpts", "final.pth")
+    return tmp / "ckpts"
+
+
+def split_listing_twice(root: Path) -> Path:
+    split = root / "images.txt"
+    split.write_text(split.read_text() + split.read_text().splitlines()[0] + "\n")
+    return root
+
+
+def two_classes_for_one_image(tmp: Path) -> Path:
+    flat, csv = flat_val(tmp)
+    csv.write_text(csv.read_text() + "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n")
+    return flat
+
+
 # --------------------------------------------------------------------------- the refusals
 
 @dataclass(frozen=True)
@@ -234,6 +269,59 @@ CASES = [
         "classification/training/train.py", "--imagenet", str(image_folder(t)), "--batch-size", "1",
         "--logdir", str(t / "logs" / "typo"), "--resume"], r"--resume: log dir .*typo holds no run to continue",
         absent=("logs",)),
+    Case("validate --colm is a folder", lambda t: [VALIDATE, "--colm", str(a_checkpoint_folder(t)), "--out",
+                                                   str(t / "json")],
+         r"SyMPIE checkpoint .*ckpts is a folder \(it holds final\.pth\); pass the checkpoint file itself",
+         absent=("json",), slow=True),
+    Case("config naming an unset $VARIABLE", lambda t: [
+        VALIDATE, "--out", str(t / "json"), "--config",
+        str(config(t, "imagenetc: $SYMPIE_TEST_UNSET_VARIABLE/imagenet-c\n"))],
+        r"imagenetc' of .* uses the environment variable \$SYMPIE_TEST_UNSET_VARIABLE, which is not set", slow=True),
+    Case("config setting a key twice", lambda t: [
+        VALIDATE, "--out", str(t / "json"), "--config", str(config(t, "imagenetc: /a\nimagenetc: /b\n"))],
+        r"sets the key 'imagenetc' twice \(lines 1 and 2\)", slow=True),
+    Case("split file listing an image twice", lambda t: [
+        VALIDATE, "--root", str(split_listing_twice(benchmark(t))), "--random-init", "--clas", "rn18", "--workers",
+        "0", "--out", str(t / "json")], r"lines 1 and 3 of .*images\.txt both list n\d+/", absent=("json",), slow=True),
+    Case("validate --out ''", lambda t: [VALIDATE, "--out", ""], r"^error: --out is empty; pass a folder name", slow=True),
+    Case("show_grid on a PNG", lambda t: ["classification/eval/show_grid.py", "--json", str(a_png(t, "grid.png"))],
+         r"grid file .*grid\.png is a PNG image, not a text file"),
+    Case("show_grid on a grid beside the metadata of another run", lambda t: [
+        "classification/eval/show_grid.py", "--json", str(grid_with_metadata(t, "none_rn18.json", checksum="0" * 64))],
+        r"none_rn18\.json and its metadata .*none_rn18\.meta\.json do not belong together", absent=("none_rn18.png",)),
+    Case("compare a grid with itself", lambda t: [
+        "classification/eval/compare.py", "--base", str(grid_json(t, "g.json")), "--data", str(t / "g.json")],
+        r"--base and --data are the same file"),
+    Case("compare grids of two classifiers", lambda t: [
+        "classification/eval/compare.py", "--base", str(grid_with_metadata(t, "none_rn50_2.json", "rn50_2")),
+        "--data", str(grid_with_metadata(t, "sympie_rn18.json"))],
+        r"sympie_rn18\.json was evaluated with the classifier rn18 but .*none_rn50_2\.json with rn50_2",
+        absent=("sympie_rn18_vs_none_rn50_2.png",)),
+    Case("compare grids of two data sets", lambda t: [
+        "classification/eval/compare.py", "--base", str(grid_with_metadata(t, "none_rn18.json", images=50)),
+        "--data", str(grid_with_metadata(t, "sympie_rn18.json"))],
+        r"with the data set imagenetc \(2 split images\) but .* with imagenetc \(50 split images\)"),
+    Case("compare --out ''", lambda t: [
+        "classification/eval/compare.py", "--base", str(grid_json(t, "none_rn18.json")), "--data",
+        str(grid_json(t, "sympie_rn18.json")), "--out", ""], r"--out is empty; pass a file name",
+        absent=("sympie_rn18_vs_none_rn18.png",)),
+    Case("compare --out with a suffix of no image format", lambda t: [
+        "classification/eval/compare.py", "--base", str(grid_json(t, "none_rn18.json")), "--data",
+        str(grid_json(t, "sympie_rn18.json")), "--out", str(t / "diff.txt")],
+        r"--out .*diff\.txt has the suffix '\.txt', which names no image format", absent=("diff.txt",)),
+    Case("render --out ''", lambda t: [RENDER, "--val", str(val_folder(t)), "--out", ""], r"--out is empty", slow=True),
+    Case("render --out inside --val", lambda t: [RENDER, "--val", str(val_folder(t)), "--out", str(t / "val" / "c")],
+         r"--out .*val/c lies inside --val .*val; .*choose an output folder outside", absent=("val/c",)),
+    Case("make_splits --out ''", lambda t: ["data/make_splits.py", "imagenetc", str(benchmark(t)), "--out", ""],
+         r"--out is empty; pass a file name"),
+    Case("make_clas_val: one image, two classes", lambda t: [
+        "make_clas_val.py", "--val", str(two_classes_for_one_image(t)), "--annotations",
+        str(t / "LOC_val_solution.csv"), "--out", str(t / "classes")],
+        r"LOC_val_solution\.csv line 3 gives ILSVRC2012_val_00000001 the class n01443537, but an earlier entry gave "
+        r"it n01440764", absent=("classes",)),
+    Case("make_figures --out is a file", lambda t: [
+        "assets/make_figures.py", "--colm", str(nem_checkpoint(t, "n.pth")), "--colm-label", "x", "--out",
+        str(a_file(t))], r"--out .*/file is a file", slow=True),
 ]
 
 
