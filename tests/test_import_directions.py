@@ -63,6 +63,6 @@ def test_segmentation_imports_not_the_classification_evaluation(path):
 
 def test_the_rules_cover_the_modules_they_name():
     names = {p.name for p in SHARED}
-    assert {"classifiers.py", "distributed.py", "samples.py", "atomic.py", "rgb8.py"} <= names
+    assert {"classifiers.py", "distributed.py", "samples.py", "atomic.py", "checkpoint.py", "rgb8.py"} <= names
     assert any(p.name == "cityscapes.py" for p in SEGMENTATION)
     assert any(p.name == "engine.py" for p in TRAINING) and not any(p.name == "train.py" for p in TRAINING)
