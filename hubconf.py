@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-import classification.checkpoints as checkpoints
+import classification.checkpoint as checkpoint_files
 from classification.classifiers import CLASSIFIER_NAMES, build_classifier
 from classification.errors import UserInputError, python_api
 from classification.eval.evaluate import CorrectedClassifier
@@ -56,7 +56,7 @@ def sympie(checkpoint: str | None = "sympie", trust_checkpoint: bool = False) ->
     """
     if checkpoint is None:
         return SyMPIE().eval()
-    path = checkpoints.resolve_colm(str(checkpoint), checkpoint_dir=checkpoints.CHECKPOINT_DIR)
+    path = checkpoint_files.resolve_colm(str(checkpoint), checkpoint_dir=checkpoint_files.CHECKPOINT_DIR)
     if path is None:
         raise UserInputError(f"checkpoint={checkpoint!r} means no SyMPIE, so there is no module to return; pass a "
                              f"checkpoint name or path, or checkpoint=None for an untrained SyMPIE.")
@@ -83,7 +83,8 @@ def corrected(clas: str = "rn50_2", checkpoint: str | None = "sympie", pretraine
     images -> logits. ``checkpoint='none'`` or None gives the classifier alone, as the scripts' ``--colm none``
     (never a randomly initialised SyMPIE)."""
     net = classifier(clas, pretrained=pretrained, trust_checkpoint=trust_checkpoint)
-    path = None if checkpoint is None else checkpoints.resolve_colm(str(checkpoint), checkpoints.CHECKPOINT_DIR)
+    path = None if checkpoint is None else checkpoint_files.resolve_colm(str(checkpoint),
+                                                                         checkpoint_files.CHECKPOINT_DIR)
     if path is None:
         return net
     return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(path, trusted=trust_checkpoint), net))

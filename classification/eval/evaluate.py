@@ -91,7 +91,7 @@ class CorrectedClassifier(nn.Module):
 def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike | None,
                      trusted: bool = False) -> nn.Module:
     """The frozen eval-mode model validate.py runs: the classifier, or SyMPIE + classifier (``trusted``:
-    ``--trust-checkpoint``, see :mod:`classification.weights`)."""
+    ``--trust-checkpoint``, see :mod:`classification.checkpoint`)."""
     if colm_checkpoint is None:
         return freeze(classifier)
     return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint, trusted=trusted), classifier))

@@ -36,7 +36,7 @@ from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
                                      draw_heatmaps, prepare_demo_set, summary_line, write_summary)
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
 from classification.eval.benchmark_sets import DATASETS, CorruptionGrid
@@ -44,7 +44,6 @@ from classification.eval.evaluate import (GridCounts, build_eval_model, eval_def
                                          undecodable_items)
 from classification.eval.grids import GRID_DIR, metadata_path, sha256_of, write_grid
 from classification.paths import add_config_argument, dataset_path
-from classification.weights import add_trust_argument
 from classification.samples import CACHE_ENV
 
 log = logging.getLogger("validate")
