@@ -46,7 +46,7 @@ BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
 
 
 def as_segmenter(model: nn.Module) -> nn.Module:
-    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DataParallel/DDP) gets
+    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DDP) gets
     the Caffe renormalisation in front; anything else is assumed to take ImageNet-normalised input already."""
     return ImagenetInput(model) if isinstance(unwrap(model), DeeplabNW) else model
 

@@ -7,6 +7,7 @@ mark, 16-bit PNGs, empty grid cells, a resume after following the advice) must r
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -640,6 +641,8 @@ def test_empty_cells_are_null_and_outputs_honour_the_umask(tmp_path):
     assert result.returncode == 0, result.stderr
     grid_path = tmp_path / "json" / "none_rn18.json"
     grid = json.loads(grid_path.read_text())
+    meta = json.loads(grid_path.with_suffix(".meta.json").read_text())
+    assert meta["grid_sha256"] == hashlib.sha256(grid_path.read_bytes()).hexdigest()  # they belong together
     assert grid[IMAGENETC_CATEGORIES.index("fog")][2] is None
     assert sum(v is None for row in grid for v in row) == 1
     assert grid_path.stat().st_mode & 0o777 == 0o640
@@ -708,3 +711,139 @@ def test_a_folder_the_user_may_not_read_is_one_sentence(tmp_path, monkeypatch, c
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: permission denied on {blocked}; give this user access to it or choose another path."]
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- lost work, full disks
+
+@pytest.mark.slow
+def test_undecodable_images_are_found_first_or_skipped_and_listed(tmp_path):
+    """A damaged file in the last cell must not end a long run with nothing written: --check-files finds it
+    before the evaluation, --skip-missing leaves it out and lists it in the metadata."""
+    config(tmp_path)
+    root = benchmark(tmp_path)
+    damaged = next((root / "clean").rglob("ILSVRC2012_val_00000002.*"))
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    argv = [VALIDATE, "--root", str(root), "--random-init", "--clas", "rn18", "--workers", "2", "--no-progress",
+            "--out", str(tmp_path / "json")]
+    before = listing(tmp_path)
+    checked = run(tmp_path, *argv, "--check-files")
+    assert_one_sentence(checked, r"1 of the \d+ files cannot be decoded, e\.g\. .*clean/n\d+/ILSVRC2012_val_00000002"
+                                 r"\.jpg \(line 2 of .*images\.txt\); replace them, remove their lines or pass "
+                                 r"--skip-missing")
+    assert "imagenetc: " not in checked.stderr  # stopped before the evaluation
+    assert_nothing_half_written(tmp_path, before, refused=True)
+    result = run(tmp_path, *argv, "--skip-missing")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "json" / "none_rn18.meta.json").read_text())
+    assert meta["undecodable"] == 1 and meta["undecodable_images"] == [{"path": str(damaged), "line": 2}]
+    clean = IMAGENETC_CATEGORIES.index("clean")
+    assert meta["total"][clean] == [1] * 5 and meta["total"][0] == [2] * 5
+    assert "1 files could not be decoded and were left out" in result.stderr
+
+
+def test_disk_full_while_validate_writes_keeps_the_previous_grid(tmp_path, monkeypatch, capsys):
+    """ENOSPC on the metadata, after the grid was written: one sentence, the previous grid and metadata (of
+    another run) unchanged and together, no temporary file."""
+    from classification.eval import validate
+
+    config(tmp_path)
+    root = benchmark(tmp_path)
+    out = tmp_path / "json"
+    out.mkdir()
+    previous = {name: f"previous {name}" for name in ("none_rn18.json", "none_rn18.meta.json")}
+    for name, text in previous.items():
+        (out / name).write_text(text)
+    before = listing(tmp_path)
+    write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if ".meta.json" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(SystemExit) as info:
+        validate.main(["--root", str(root), "--random-init", "--clas", "rn18", "--workers", "0", "--no-progress",
+                       "--out", str(out)])
+    monkeypatch.undo()
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(r"none_rn18\.json could not be written: No space left on device in .*json; "
+                                          r"free some space", errors[0]), errors
+    assert {name: (out / name).read_text() for name in previous} == previous
+    assert listing(tmp_path) == before
+
+
+def test_disk_full_while_render_writes_keeps_the_finished_files(tmp_path, monkeypatch, capsys):
+    from classification.eval import render
+
+    config(tmp_path)
+    val = val_folder(tmp_path)
+    before = listing(tmp_path)
+    save, calls = Image.Image.save, []
+
+    def full_disk(self, fp, *args, **kwargs):
+        calls.append(fp)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(SystemExit) as info:
+        render.main(["--val", str(val), "--out", str(tmp_path / "out"), "--parts", "clean", "color", "--workers", "0"])
+    monkeypatch.undo()
+    assert info.value.code == 2
+    assert re.search(r"^error: .*\.jpg could not be written: No space left on device in .*; free some space or choose "
+                     r"another output folder", capsys.readouterr().err.strip().splitlines()[-1])
+    assert len([p for p in (tmp_path / "out").rglob("*.jpg")]) == 3  # the finished ones
+    assert_nothing_half_written(tmp_path, before)
+
+
+def test_a_heat_map_is_written_in_the_format_its_suffix_names(tmp_path):
+    config(tmp_path)
+    result = run(tmp_path, "classification/eval/compare.py", "--base", str(grid_json(tmp_path, "none_rn18.json")),
+                 "--data", str(grid_json(tmp_path, "sympie_rn18.json", 60.0)), "--out", str(tmp_path / "diff.jpg"))
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "diff.jpg") as image:
+        assert image.format == "JPEG"
+
+
+def test_an_annotation_repeated_with_the_same_class_is_placed_once(tmp_path, caplog):
+    import make_clas_val
+
+    flat, csv = flat_val(tmp_path)
+    csv.write_text(csv.read_text() + csv.read_text().splitlines()[1] + "\n")
+    summary = make_clas_val.main(["--val", str(flat), "--annotations", str(csv), "--out", str(tmp_path / "classes")])
+    assert summary["images"] == 1 and summary["placed"] == 1
+    assert "names 1 image(s) more than once, always with the same class; each is placed once" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window", ["fork server start", "pool constructor"])
+def test_ctrl_c_in_the_windows_of_the_pool_start_is_never_swallowed(window, tmp_path, monkeypatch, capsys):
+    """The lost interrupt: the fork server used to be started with Ctrl-C ignored (SIG_IGN) in this process, and
+    the kernel discards a signal that arrives while it is ignored: the run went on to the end and exited 0.
+    Here the Ctrl-C is sent exactly inside each window of the pool's start; it must end the run (130)."""
+    import multiprocessing.forkserver
+    import multiprocessing.pool
+
+    from classification.eval import render
+
+    owner, name = {"fork server start": (multiprocessing.forkserver, "ensure_running"),
+                   "pool constructor": (multiprocessing.pool.Pool, "_repopulate_pool")}[window]
+    original = getattr(owner, name)
+
+    def interrupted_meanwhile(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupted_meanwhile)
+    config(tmp_path)
+    val = val_folder(tmp_path)
+    before = listing(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        render.main(["--val", str(val), "--out", str(tmp_path / "out"), "--parts", "clean", "--workers", "1"])
+    assert info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted (Ctrl-C)")
+    assert not (tmp_path / "out" / "images.txt").exists()
+    assert_nothing_half_written(tmp_path, before)
