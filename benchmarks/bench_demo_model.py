@@ -35,7 +35,7 @@ import torch
 from PIL import Image, ImageOps
 
 from classification.atomic import atomic_folder, write_json
-from classification.checkpoints import CHECKPOINT_DIR
+from classification.checkpoint import CHECKPOINT_DIR
 from classification.classifiers import build_classifier
 from classification.errors import report_user_errors
 from classification.normalization import normalize
