@@ -6,8 +6,9 @@
 ``--photos`` is the labelled photo folder the demo model is trained from (one sub-folder per ImageNet wnid;
 model card: classification/training/checkpoints/README.md). Its held-out photos
 (:func:`classification.training.photo_folder.split_photos`: every 5th photo in sorted order, which the small
-recipe never trains on) give ``--views`` 224x224 views each: view 0 is Resize(256) + CenterCrop(224), as the
-project evaluates, the others seeded random crops of the Resize(256) photo, mirrored with probability 1/2.
+recipe never trains on) give ``--views`` 224x224 views each (the embedded demo's ``photo_views``): view 0 is
+Resize(256) + CenterCrop(224), the others seeded random crops of the Resize(256) photo, mirrored with
+probability 1/2.
 Every view is corrupted by this repository's engine with the 15 ImageNet-C corruptions and the four colour
 warps at severities 1..5 (one seed per view, corruption and severity; JPEG quality 85 as ImageNet-C was
 saved) and classified by ``effnet_lite0`` alone and behind each SyMPIE checkpoint (eval mode). The label of
@@ -25,25 +26,25 @@ import argparse
 import hashlib
 import io
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from classification.atomic import atomic_folder, write_json
 from classification.checkpoint import CHECKPOINT_DIR
 from classification.classifiers import build_classifier
+from classification.eval.embedded_demo import photo_views
 from classification.errors import report_user_errors
 from classification.normalization import normalize
 from classification.samples import cache_root
 from classification.training.corrupted_folder import sample_seed
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS, corrupt
 from classification.training.model import SyMPIE
-from classification.training.photo_folder import labelled_photos, read_photo, split_photos
+from classification.training.photo_folder import labelled_photos, split_photos
 
 DEFAULT_COLM = CHECKPOINT_DIR / "sympie_demo.pth"
 COLOR_WARPS = ("darken", "sunset", "night", "white")
@@ -51,26 +52,8 @@ COLOR_ROWS = ("brightness", "contrast", *COLOR_WARPS)
 OTHER_IMAGENET_C = tuple(name for name in IMAGENET_C if name not in COLOR_ROWS)
 CATEGORIES = (*IMAGENET_C, *COLOR_WARPS)
 SEVERITIES = (1, 2, 3, 4, 5)
-RESIZE, CROP, JPEG_QUALITY = 256, 224, 85
+CROP, JPEG_QUALITY = 224, 85
 CACHE_VERSION = 2
-
-
-def views(photo: Path, count: int, seed: int) -> list[np.ndarray]:
-    """``count`` 224x224 views of ``photo`` (short side 256): the centre crop, then seeded random crops."""
-    image = read_photo(photo)
-    scale = RESIZE / min(image.size)
-    image = image.resize((max(RESIZE, round(image.width * scale)), max(RESIZE, round(image.height * scale))),
-                         Image.BILINEAR)
-    rng = random.Random(sample_seed(seed, *photo.name.encode()))
-    out = []
-    for k in range(count):
-        if k == 0:
-            left, top = round((image.width - CROP) / 2), round((image.height - CROP) / 2)
-        else:
-            left, top = rng.randint(0, image.width - CROP), rng.randint(0, image.height - CROP)
-        view = image.crop((left, top, left + CROP, top + CROP))
-        out.append(np.asarray(ImageOps.mirror(view) if k and rng.random() < 0.5 else view))
-    return out
 
 
 def jpeg_bytes(image: np.ndarray) -> bytes:
@@ -82,7 +65,7 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
 def render(folder: Path, photos: list[Path], count: int, seed: int) -> None:
     """Clean views ``<i>.png`` and corrupted ones ``<i>_<category>_<severity>.jpg`` of every view ``i``."""
     torch.set_num_threads(1)  # small images: one thread is faster than contention
-    clean = [v for photo in photos for v in views(photo, count, seed)]
+    clean = [v for photo in photos for v in photo_views(photo, count, seed)]
     for i, view in enumerate(clean):
         Image.fromarray(view).save(folder / f"{i}.png")
         for c, name in enumerate(CATEGORIES):
@@ -91,9 +74,10 @@ def render(folder: Path, photos: list[Path], count: int, seed: int) -> None:
                 (folder / f"{i}_{name}_{severity}.jpg").write_bytes(jpeg_bytes(image))
 
 
-def rendered_set(photos: list[Path], count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(clean views (N,224,224,3), corrupted views (N, categories, severities, 224,224,3)), uint8, rendered
-    once into the cache (keyed by the version, the photos' bytes, the view count and the seed)."""
+def rendered_set(photos: list[Path], count: int, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(clean views (N,224,224,3), corrupted views (N, categories, severities, 224,224,3)), uint8, of the first
+    ``limit`` photos (default all), rendered once for all ``photos`` into the cache (keyed by the version, the
+    photos' bytes, the view count and the seed)."""
     digest = hashlib.sha256(f"{CACHE_VERSION}/{count}/{seed}".encode())
     for photo in photos:
         digest.update(photo.name.encode() + photo.read_bytes())
@@ -105,7 +89,7 @@ def rendered_set(photos: list[Path], count: int, seed: int) -> tuple[np.ndarray,
                 render(staging, photos, count, seed)
         finally:
             torch.set_num_threads(threads)
-    n = len(photos) * count
+    n = len(photos[:limit]) * count
     clean = np.stack([np.asarray(Image.open(folder / f"{i}.png")) for i in range(n)])
     corrupted = np.stack([np.stack([np.stack([np.asarray(Image.open(folder / f"{i}_{name}_{s}.jpg").convert("RGB"))
                                               for s in SEVERITIES]) for name in CATEGORIES]) for i in range(n)])
@@ -160,9 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
         if not colm.is_file():
             sys.exit(f"error: SyMPIE checkpoint {colm} does not exist; train one (train.py --recipe small) or "
                      f"pass --colm PATH.")
-    photos, labels = zip(*split_photos(labelled_photos(args.photos))[1][:args.max_photos])
+    heldout = split_photos(labelled_photos(args.photos))[1]
+    photos, labels = zip(*heldout[:args.max_photos])
     tic = time.perf_counter()
-    clean, corrupted = rendered_set(list(photos), args.views, args.seed)
+    clean, corrupted = rendered_set([path for path, _ in heldout], args.views, args.seed, args.max_photos)
     labels = np.repeat(np.array(labels), args.views)
     print(f"{len(photos)} held-out photos of {args.photos} x {args.views} views = {len(clean)} views, every one "
           f"counted; {len(CATEGORIES)} corruptions x 5 severities ({time.perf_counter() - tic:.0f} s to render/load)")

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smoke run on the sample photos with effnet_lite0 on CPU (a minute; logs/sympie_demo)")
     run.add_argument("--recipe", default=RECIPES[0],
                      help="'paper' (the flags' defaults) or 'small': the small-scale path on 2 CPU cores, effnet_lite0 "
-                          "and the public-domain photos of classification/training/demo_photos/train (explicit "
-                          "flags override it; see classification/training/README.md)")
+                          "and the labelled photo folder given with --imagenet (explicit flags override it; see "
+                          "classification/training/README.md)")
     run.add_argument("--logdir", default="logs/sympie_rerun")
     run.add_argument("--export", metavar="PATH",
                      help="also write the final NEM state_dict in float16 to PATH (half the size; every loader "
