@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-import classification.checkpoints as checkpoints
+import classification.checkpoint as checkpoint_files
 from classification.classifiers import CLASSIFIER_NAMES, build_classifier
 from classification.eval.evaluate import CorrectedClassifier
 from classification.frozen import freeze
@@ -41,7 +41,7 @@ def sympie(checkpoint: str | None = "sympie", trust_checkpoint: bool = False) ->
     """
     if checkpoint is None:
         return SyMPIE().eval()
-    path = checkpoints.resolve_colm(str(checkpoint), checkpoint_dir=checkpoints.CHECKPOINT_DIR)
+    path = checkpoint_files.resolve_colm(str(checkpoint), checkpoint_dir=checkpoint_files.CHECKPOINT_DIR)
     if path is None:
         return SyMPIE().eval()
     return SyMPIE.from_checkpoint(path, trusted=trust_checkpoint)

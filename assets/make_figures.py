@@ -35,7 +35,7 @@ from classification.normalization import denormalize, normalize
 from classification.samples import SAMPLE_LABELS, SAMPLES_DIR
 from classification.training.corruptions import corrupt
 from classification.training.model import SyMPIE
-from classification.weights import add_trust_argument
+from classification.checkpoint import add_trust_argument
 
 ASSETS = Path(__file__).resolve().parent
 INK = (33, 37, 41)

@@ -178,11 +178,13 @@ def run_train(argv: list[str]) -> Path:
 
 
 def step_train(device: torch.device, sizes: Sizes, workdir: Path) -> str:
+    from classification.checkpoint import read_checkpoint
+
     start = time.perf_counter()
     logdir = run_train(train_args(device, sizes, workdir, workdir / "whole"))
     seconds = time.perf_counter() - start
     for name in ("final.pth", "final_ema.pth"):
-        state = torch.load(logdir / name, weights_only=True)
+        state = read_checkpoint(logdir / name)
         if not all(bool(torch.isfinite(v.float()).all()) for v in state.values()):
             raise AssertionError(f"{name} holds non-finite weights")
     per_iteration = seconds / sizes.iterations
@@ -195,6 +197,7 @@ class Stop(Exception):
 
 
 def step_resume(device: torch.device, sizes: Sizes, workdir: Path) -> str:
+    from classification.checkpoint import read_checkpoint
     from classification.training import train
 
     whole = workdir / "whole"
@@ -222,8 +225,8 @@ def step_resume(device: torch.device, sizes: Sizes, workdir: Path) -> str:
     run_train([*args, "--resume"])
     seconds = time.perf_counter() - start
     for name in ("final.pth", "final_ema.pth"):
-        a = torch.load(whole / name, weights_only=True)
-        b = torch.load(workdir / "split" / name, weights_only=True)
+        a = read_checkpoint(whole / name)
+        b = read_checkpoint(workdir / "split" / name)
         if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
             raise AssertionError(f"{name} of the resumed run differs from the uninterrupted run's")
     return f"stopped at iteration {stop_at}, resumed in {seconds:.1f} s: final.pth and final_ema.pth bit-exact"

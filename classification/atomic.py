@@ -123,11 +123,3 @@ def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:
     """``json.dump`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, **dump_kwargs))
-
-
-def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    import torch  # here, not at the top: the data tools import this module and need no torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

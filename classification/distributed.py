@@ -29,7 +29,6 @@ class DistributedContext:
 
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -51,36 +50,59 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def local_rank() -> int:
+def launched_local_rank() -> int:
+    """This process's rank on its node as torchrun set it (0 for a plain process)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def select_device(requested: str | None = None) -> torch.device:
-    """``--device`` (``cpu``, ``cuda``, ``cuda:1`` ...), by default CUDA when available, else CPU. A bare
-    ``cuda`` means one GPU per local rank; a CUDA device becomes the current one."""
+def launched_local_world_size() -> int:
+    """Number of processes torchrun started on this node (1 for a plain process)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def resolve_device(requested: str | None = None) -> torch.device:
+    """The device ``--device`` means for this process, indexed for CUDA and made the current CUDA device.
+
+    ``None`` is ``cuda`` when torch sees a GPU, else ``cpu``. A bare ``cuda`` is this process's own GPU:
+    ``cuda:LOCAL_RANK`` under torchrun, ``cuda:0`` for a plain process. An explicit ``cuda:N`` is kept for a
+    single process and refused when torchrun started several on this node (they would all share GPU N).
+    Every refusal is one sentence naming the value.
+    """
     try:
         device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
         raise UserInputError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
-        if device.index is None:
-            device = torch.device("cuda", local_rank() % torch.cuda.device_count())
-        torch.cuda.set_device(device)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise UserInputError(f"--device {requested} asks for CUDA but torch sees no GPU; use --device cpu.")
+    count, local_rank, local_world = torch.cuda.device_count(), launched_local_rank(), launched_local_world_size()
+    if device.index is None:
+        if local_rank >= count:
+            raise UserInputError(f"--device cuda: torchrun started {local_world} processes on this node but torch "
+                                 f"sees {count} GPU(s); start at most {count} (--nproc-per-node) or use --device cpu.")
+        device = torch.device("cuda", local_rank)
+    elif local_world > 1:
+        raise UserInputError(f"--device {requested} would put all {local_world} torchrun processes of this node on "
+                             f"one GPU; pass --device cuda (each process takes the GPU of its LOCAL_RANK) or limit "
+                             f"the GPUs with CUDA_VISIBLE_DEVICES.")
+    elif device.index >= count:
+        raise UserInputError(f"--device {requested}: torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1}); "
+                             f"pick one of them.")
+    torch.cuda.set_device(device)
     return device
 
 
 def init_distributed(requested_device: str | None = None, timeout_minutes: int = 30) -> DistributedContext:
     """Choose the device and join the process group when launched by torchrun (a single process needs none)."""
     world_size = launched_world_size()
-    device = select_device(requested_device)
+    device = resolve_device(requested_device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes),
                                 device_id=device if device.type == "cuda" else None)
     rank, world_size = rank_world()
-    return DistributedContext(rank, world_size, local_rank(), device)
+    return DistributedContext(rank, world_size, device)
 
 
 def shutdown_distributed() -> None:
@@ -124,8 +146,8 @@ class ShardSampler(Sampler[int]):
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel or DataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

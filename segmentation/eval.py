@@ -20,14 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from classification.atomic import check_output_file, write_json
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_colm_argument, add_segmenter_args, parse_command_line
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
 from classification.frozen import eval_mode
 from classification.paths import add_config_argument, dataset_path
 from classification.training.model import SyMPIE
-from classification.weights import add_trust_argument
 from segmentation.cityscapes import CLASS_NAMES, LONG_SIDE, NUM_CLASSES, Cityscapes, collate_by_size
 from segmentation.deeplab import DeeplabNW, load_deeplab
 from segmentation.metrics import ConfusionMatrix, format_table

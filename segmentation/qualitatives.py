@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from classification.atomic import atomic_path, check_output_dir
 from classification.cli import parse_command_line
-from classification.distributed import select_device
+from classification.distributed import resolve_device
 from classification.errors import UserInputError, report_user_errors
 from classification.normalization import denormalize
 from classification.paths import dataset_path
-from classification.weights import add_trust_argument
+from classification.checkpoint import add_trust_argument
 from segmentation.cityscapes import IGNORE_COLOR, NUM_CLASSES, PALETTE, Cityscapes
 from segmentation.eval import BENCHMARKS, add_model_args, as_segmenter, load_sympie, predict
 from segmentation.deeplab import load_deeplab
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.num < 1 or args.long_side < 1:
         raise UserInputError(f"--num and --long-side must be positive, got {args.num} and {args.long_side}.")
     check_output_dir(args.out, "--out")
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     dataset = Cityscapes(dataset_path(BENCHMARKS[args.dataset][0], args.config), long_side=args.long_side)
     segmenter = load_deeplab(args.seg_checkpoint, trusted=args.trust_checkpoint)
     sympie = load_sympie(args.colm, device, args.trust_checkpoint)

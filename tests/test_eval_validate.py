@@ -14,12 +14,12 @@ import torch.multiprocessing as mp
 
 from classification.errors import UserInputError
 from classification.eval import validate
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import resolve_colm
+from classification.eval.benchmark_sets import ImagenetCBar, ImagenetCMixed
 from classification.eval.evaluate import build_eval_model, evaluate_grid
 from classification.eval.fake_benchmark import write_fake_benchmark
-from classification.eval.imagenetc import ImagenetCBar, ImagenetCMixed
 from classification.training.model import ColModule
-from test_eval_imagenetc import SMALL, ColourClassifier
+from test_benchmark_sets import SMALL, ColourClassifier
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -181,9 +181,9 @@ def test_torchrun_cli_matches_single_process(tmp_path):
 
 def test_random_init_classifier_is_the_same_whatever_the_rng_did_before():
     args = validate.build_parser().parse_args(["--clas", "rn18", "--random-init"])
-    first = validate.make_classifier(args).state_dict()
+    first = validate.make_classifier(args, torch.device("cpu")).state_dict()
     torch.rand(1000)  # another process (or rank) may have used the generator differently before
-    second = validate.make_classifier(args).state_dict()
+    second = validate.make_classifier(args, torch.device("cpu")).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import classification.checkpoints as checkpoints
+import classification.checkpoint as checkpoint_files
 from classification.classifiers import CLASSIFIER_NAMES
 from classification.errors import UserInputError
 from classification.training.model import ColModule, SyMPIE
@@ -25,7 +25,7 @@ def checkpoint_dir(tmp_path, monkeypatch):
     torch.manual_seed(0)
     for name in ("sympie_demo", "sympie"):
         torch.save(ColModule().state_dict(), tmp_path / f"{name}.pth")
-    monkeypatch.setattr(checkpoints, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setattr(checkpoint_files, "CHECKPOINT_DIR", tmp_path)
     return tmp_path
 
 
@@ -56,7 +56,7 @@ def test_sympie_demo_loads_the_demo_checkpoint(checkpoint_dir):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
 
 
-@pytest.mark.skipif(not (checkpoints.CHECKPOINT_DIR / "sympie_demo.pth").is_file(), reason="no shipped demo model")
+@pytest.mark.skipif(not (checkpoint_files.CHECKPOINT_DIR / "sympie_demo.pth").is_file(), reason="no shipped demo model")
 def test_the_shipped_demo_model_loads():
     assert isinstance(hub("sympie_demo"), SyMPIE)
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import yaml
 from PIL import Image
 
-from classification.checkpoints import CHECKPOINT_DIR
+from classification.checkpoint import CHECKPOINT_DIR
 from classification.distributed import ShardSampler
 from classification.errors import UserInputError
 from classification.training.model import NUM_PARAMS, ColModule, SyMPIE

@@ -16,7 +16,7 @@ from classification.training.model import CorrectColMulti
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU = DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
 
 
 class Recording(nn.Module):

@@ -17,13 +17,12 @@ import torch
 from classification.atomic import check_output_dir, check_output_file, write_json
 from classification.classifiers import build_classifier, check_classifier_name
 from classification.errors import UserInputError, report_user_errors
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
-from classification.distributed import select_device
+from classification.distributed import resolve_device
 from classification.eval.evaluate import build_eval_model, eval_defaults
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
-from classification.weights import add_trust_argument
 
 log = logging.getLogger("eval_vizwiz")
 
@@ -63,11 +62,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     colm_path = resolve_colm(args.colm)  # names first: locating the dataset may fail for another reason
     root = dataset_path("vizwiz", args.config, args.root)
     dataset = VizWiz(root)
-    classifier = build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
+    device = resolve_device(args.device)
+    classifier = build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint,
+                                  device=device)
     models = {"orig": build_eval_model(classifier, None)}
     if colm_path is not None:
         models["warp"] = build_eval_model(classifier, colm_path, args.trust_checkpoint)
-    device = select_device(args.device)
     batch_size, channels_last = eval_defaults(device, args.batch_size, args.channels_last)
     if channels_last:  # the first convolution converts the (NCHW) input batch
         models = {key: model.to(memory_format=torch.channels_last) for key, model in models.items()}

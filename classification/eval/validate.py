@@ -33,14 +33,13 @@ from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
                                      draw_heatmaps, prepare_demo_set, summary_line, write_summary)
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
+from classification.eval.benchmark_sets import DATASETS, CorruptionGrid
 from classification.eval.evaluate import GridCounts, build_eval_model, eval_defaults, evaluate_grid
 from classification.eval.grids import GRID_DIR
-from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
-from classification.weights import add_trust_argument
 from classification.samples import CACHE_ENV
 
 log = logging.getLogger("validate")
@@ -108,7 +107,7 @@ def output_name(args: argparse.Namespace, colm_path: Path | None) -> str:
     return f"{prefix}{colm}_{clas}.json"
 
 
-def make_classifier(args: argparse.Namespace) -> torch.nn.Module:
+def make_classifier(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     """The ``--clas`` classifier (``clip`` with the chosen prompt templates).
 
     With ``--random-init`` the weights are drawn from a fixed seed, whatever the process did before, so
@@ -117,8 +116,9 @@ def make_classifier(args: argparse.Namespace) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         if args.clas == "clip" and args.clip_templates != "single":
-            return build_clip_classifier(pretrained=not args.random_init, templates=args.clip_templates)
-        return build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint)
+            return build_clip_classifier(pretrained=not args.random_init, templates=args.clip_templates, device=device)
+        return build_classifier(args.clas, pretrained=not args.random_init, trusted=args.trust_checkpoint,
+                                device=device)
 
 
 def sha256(path: Path) -> str:
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
                         len(dataset.missing), dataset.split_file, dataset.missing[0].path, dataset.missing[0].line_no)
         if len(dataset) == 0:
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
-        model = build_eval_model(make_classifier(args), colm_path, args.trust_checkpoint)
+        model = build_eval_model(make_classifier(args, device), colm_path, args.trust_checkpoint)
         if rank == 0:
             log.info("%s: %d files to classify (%d of the %d split images, %d categories), classifier %s, "
                      "SyMPIE %s, %d process(es) on %s", key, len(dataset), dataset.describe()["images_used"],

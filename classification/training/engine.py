@@ -19,7 +19,7 @@ from classification.normalization import normalize
 from classification.distributed import DistributedContext, autocast, sum_over_processes, unwrap
 from classification.frozen import eval_mode
 from classification.training.ema import ema_update
-from classification.training.imagenetc import distort_batch, sample_seed
+from classification.training.corrupted_folder import distort_batch, sample_seed
 from classification.training.model import CorrectColMulti
 
 TRAIN_METRICS = ("loss", "ce_round1", "ce_round2", "acc_original", "acc_warped", "acc_unwarped")

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
-from classification.weights import match_state_dict, meta_state_dict, read_checkpoint
+from classification.checkpoint import CHECKPOINTS_README, match_state_dict, meta_state_dict, read_checkpoint
 
 NUM_PARAMS = 37
 ESTIMATION_SIZE = 224   # the NEM always sees a 224x224 view ...
@@ -243,7 +243,7 @@ def extract_nem_state_dict(obj: Mapping, source: str = "checkpoint") -> dict[str
     (DataParallel/DDP), or a training checkpoint (``{'student': CorrectColMulti state_dict, ...}``).
 
     Raises UserInputError naming ``source`` for wrong keys or shapes and for NaN/infinite weights
-    (:func:`classification.weights.match_state_dict`).
+    (:func:`classification.checkpoint.match_state_dict`).
     """
     return match_state_dict(obj, meta_state_dict(ColModule), source, "a SyMPIE (NEM) checkpoint",
                             "Pass sympie.pth or a file written by train.py.", CHECKPOINT_MODEL_KEYS, NEM_PREFIX)
@@ -252,5 +252,5 @@ def extract_nem_state_dict(obj: Mapping, source: str = "checkpoint") -> dict[str
 def load_nem_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                         trusted: bool = False) -> dict[str, torch.Tensor]:
     """Read ``path`` (tensors only unless ``trusted``) and return the NEM state_dict in it."""
-    obj = read_checkpoint(path, "SyMPIE checkpoint", trusted, map_location)
+    obj = read_checkpoint(path, "SyMPIE checkpoint", trusted, map_location, if_missing=f"see {CHECKPOINTS_README}")
     return extract_nem_state_dict(obj, source=f"SyMPIE checkpoint {path}")

@@ -27,18 +27,19 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from classification.cli import add_classifier_args, add_segmenter_args
 from classification.errors import UserInputError, report_user_errors
 from classification.imagenet import imagenet_class_index
-from classification.atomic import check_output_dir, check_output_file, torch_save
+from classification.atomic import check_output_dir, check_output_file
 from classification.paths import add_config_argument, dataset_path
-from classification.training import checkpointing as ckpt
+from classification import checkpoint as ckpt
+from classification.training import run_config
 from classification.distributed import (DistributedContext, all_gather_objects, all_reduce_mean, barrier,
                                         distributed, launched_rank, launched_world_size, use_deterministic_algorithms)
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import (DISTILL_MODES, TRAIN_METRICS, DeviceCorruptions, calibrate_batchnorm,
                                             classifier_targets, freeze_batchnorm, prepare_batch, train_step, validate)
-from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
+from classification.training.corrupted_folder import (DistortImageFolder, sample_seed, scan_image_folder,
+                                                     training_methods)
 from classification.training.model import CorrectColMulti, estimation_view, identity_init_
 from classification.training.visualize import image_grid, parameter_images
-from classification.weights import add_trust_argument
 from segmentation.validation import Validator, build_validators
 
 log = logging.getLogger("sympie.train")
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     add_classifier_args(model, several=True)
     model.add_argument("--classifier-dir", help="folder of the robust classifiers' checkpoints")
-    add_trust_argument(model)
+    ckpt.add_trust_argument(model)
     model.add_argument("--init", default=INITS[0],
                        help="NEM output layer at the start: 'random' (the paper's) or 'identity' (zero weights, bias "
                             "= the identity warp, so the corrected image starts equal to the input)")
@@ -363,7 +364,7 @@ class Trainer:
                 self.writer.add_scalar(tags.get(name, f"val/{name}"), value, step)
             for name in improved:
                 ckpt.save_nem(self.logdir / f"best_{name}.pth", self.student)
-            ckpt.save_training_checkpoint(self.logdir / ckpt.CHECKPOINT, state)
+            ckpt.save_training_checkpoint(self.logdir / run_config.CHECKPOINT, state)
             self.writer.flush()
         barrier(self.ctx)
 
@@ -398,7 +399,7 @@ class Trainer:
         return {
             "epoch": epochs_done,
             "step": epochs_done * self.args.iters_per_epoch,
-            "recipe": ckpt.recipe(self.args, self.ctx.world_size),
+            "recipe": run_config.recipe(self.args, self.ctx.world_size),
             "student": ckpt.trainable_state(self.student),
             "teacher": ckpt.trainable_state(self.teacher),
             "optimizer": self.optimizer.state_dict(),
@@ -409,7 +410,7 @@ class Trainer:
         }
 
     def _load_checkpoint(self) -> None:
-        path = self.logdir / ckpt.CHECKPOINT
+        path = self.logdir / run_config.CHECKPOINT
         state = ckpt.load_training_checkpoint(path)
         ckpt.load_trainable_state(self.student, state["student"], path)
         ckpt.load_trainable_state(self.teacher, state["teacher"], path)
@@ -438,8 +439,8 @@ def worker_errors_in_one_sentence(loader: Iterable) -> Iterator:
 
 def export_half(model: nn.Module, path: Path) -> None:
     """The NEM state_dict of ``model`` with floating tensors in float16, written atomically."""
-    torch_save({k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
-                for k, v in model.nem.state_dict().items()}, path)
+    ckpt.save_checkpoint({k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+                          for k, v in model.nem.state_dict().items()}, path)
 
 
 def format_duration(seconds: float) -> str:
@@ -505,12 +506,12 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     check_split_sizes(image_folder, args, world_size, root)
     logdir = Path(args.logdir)
     check_output_dir(logdir, "--logdir")
-    resume = ckpt.check_logdir(logdir, args, world_size)
+    resume = run_config.check_logdir(logdir, args, world_size)
     if args.resume and not resume:
-        if not (logdir / ckpt.RUN_CONFIG).exists():  # not even the start of a run: most likely a mistyped folder
-            raise UserInputError(f"--resume: log dir {logdir} holds no run to continue (no {ckpt.CHECKPOINT}); check "
-                                 f"--logdir, or drop --resume to start a new run there.")
-        log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / ckpt.CHECKPOINT)
+        if not (logdir / run_config.RUN_CONFIG).exists():  # not even the start of a run: most likely a mistyped folder
+            raise UserInputError(f"--resume: log dir {logdir} holds no run to continue (no {run_config.CHECKPOINT}); "
+                                 f"check --logdir, or drop --resume to start a new run there.")
+        log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / run_config.CHECKPOINT)
     if args.export:
         check_output_file(args.export, "--export")
     if classifiers is None:
@@ -524,7 +525,7 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
                                       args.val_workers, ctx.device, trusted=args.trust_checkpoint)
         trainer = Trainer(args, ctx, classifiers, image_folder, root, resume=resume, validators=validators)
         if ctx.is_main:  # only now, so that a wrong segmentation checkpoint leaves no run behind
-            ckpt.write_run_config(logdir, args, world_size)
+            run_config.write_run_config(logdir, args, world_size)
         trainer.fit()
     return logdir
 
