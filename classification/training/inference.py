@@ -97,7 +97,10 @@ class FusedNEM(nn.Module):
 
 def stem_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``avg_pool2d(relu(conv2d(x, W, b, padding=1)), 5, 4, 1)`` with ``W, b`` already divided by 25 (so
-    the pool is a plain sum): the Triton kernel on CUDA, a few images at a time elsewhere."""
+    the pool is a plain sum): the Triton kernel on CUDA, a few images at a time elsewhere; one convolution
+    while ``torch.compile`` or ``torch.export`` trace it (a graph of any batch size, which the compiler fuses)."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return stem_pool_plain(x, weight, bias)
     if x.is_cuda:
         from classification.training import stem_kernel
         reason = stem_kernel.unavailable_reason(x)
@@ -121,7 +124,7 @@ def warn_fallback_once(reason: str) -> None:
 def stem_pool_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """The reference arithmetic of :func:`stem_pool` as three PyTorch operations."""
     y = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), padding=1).relu_()
-    return F.avg_pool2d(y, 5, 4, 1, divisor_override=1)
+    return F.avg_pool2d(y, 5, 4, 1) * POOL_DIVISOR  # not divisor_override: ONNX's AveragePool has none
 
 
 def stem_pool_chunked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
