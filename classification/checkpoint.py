@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from classification.atomic import atomic_path
-from classification.errors import UserInputError
+from classification.errors import UserInputError, option
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "training" / "checkpoints"
 CHECKPOINT_SUFFIX = ".pth"
@@ -68,6 +68,10 @@ def resolve_colm(colm: str, checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR) 
     path = Path(colm).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob(f"*{CHECKPOINT_SUFFIX}"))
+        listing = f" (it holds {', '.join(inside[:5])}{' ...' if len(inside) > 5 else ''})" if inside else ""
+        raise UserInputError(f"SyMPIE checkpoint {path} is a folder{listing}; pass the checkpoint file itself.")
     checkpoint_dir = Path(checkpoint_dir)
     if os.sep in colm or "/" in colm or path.suffix:
         raise UserInputError(f"SyMPIE checkpoint {path} does not exist; pass an existing file, a name from "
@@ -77,7 +81,7 @@ def resolve_colm(colm: str, checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR) 
         return candidate
     found = sorted(p.stem for p in checkpoint_dir.glob(f"*{CHECKPOINT_SUFFIX}")) if checkpoint_dir.is_dir() else []
     listing = f"the checkpoints found there are: {', '.join(found)}" if found else "no checkpoints are there yet"
-    raise UserInputError(f"--colm '{colm}' names no file {candidate}; {listing} (or pass a path, or 'none'; "
+    raise UserInputError(f"{option('--colm', 'checkpoint')} '{colm}' names no file {candidate}; {listing} (or pass a path, or 'none'; "
                          f"see {CHECKPOINTS_README}).")
 
 
@@ -111,7 +115,8 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", trusted: 
     except pickle.UnpicklingError as err:
         if not trusted and pickles_are_intact(path):  # well-formed, so refused by the tensors-only policy
             raise UserInputError(f"{what} {path} holds Python objects besides tensors, and unpickling them can run "
-                                 f"code from the file; if you trust its source, pass {TRUST_FLAG}.") from None
+                                 f"code from the file; if you trust its source, pass "
+                                 f"{option(TRUST_FLAG, 'trust_checkpoint=True')}.") from None
         raise damaged(what, path, err, if_damaged) from None
     except MISSING_CODE as err:
         if not trusted:

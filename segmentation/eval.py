@@ -10,6 +10,10 @@ Command line (add ``torchrun --nproc_per_node N`` in front for distributed evalu
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 
@@ -42,7 +46,7 @@ BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
 
 
 def as_segmenter(model: nn.Module) -> nn.Module:
-    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DataParallel/DDP) gets
+    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DDP) gets
     the Caffe renormalisation in front; anything else is assumed to take ImageNet-normalised input already."""
     return ImagenetInput(model) if isinstance(unwrap(model), DeeplabNW) else model
 

@@ -8,6 +8,10 @@ Label maps are drawn in the Cityscapes palette (ignored pixels black). Output la
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 import os

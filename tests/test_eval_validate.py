@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def colour_classifier(monkeypatch):
-    monkeypatch.setattr(validate, "build_classifier", lambda name, pretrained=True, trusted=False: ColourClassifier())
+    monkeypatch.setattr(validate, "build_classifier", lambda name, pretrained=True, trusted=False, device=None: ColourClassifier())
 
 
 @pytest.fixture(scope="module")

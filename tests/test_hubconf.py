@@ -80,3 +80,32 @@ def test_corrected_classifier_is_sympie_then_the_classifier(checkpoint_dir):
     x = torch.rand(2, 3, 224, 224)
     assert torch.equal(both(x), both.classifier(both.sympie(x)))
     assert not any(p.requires_grad for p in both.parameters())
+
+
+def test_corrected_with_checkpoint_none_is_the_classifier_alone(checkpoint_dir):
+    """As --colm none on the command line: no SyMPIE at all, never a randomly initialised one."""
+    torch.manual_seed(0)
+    alone = hub("classifier", name="rn18", pretrained=False)
+    for none in ("none", None):
+        torch.manual_seed(0)
+        net = hub("corrected", clas="rn18", checkpoint=none, pretrained=False)
+        assert not any(isinstance(m, SyMPIE) for m in net.modules())
+        x = torch.rand(1, 3, 224, 224)
+        assert torch.equal(net(x), alone(x))
+    with pytest.raises(UserInputError, match=r"checkpoint='none' means no SyMPIE"):
+        hub("sympie", checkpoint="none")
+
+
+def test_hub_errors_name_keyword_arguments_not_command_line_flags(checkpoint_dir):
+    import argparse
+
+    with pytest.raises(UserInputError) as missing:
+        hub("corrected", clas="rn18", checkpoint="nope", pretrained=False)
+    torch.save({"state_dict": ColModule().state_dict(), "args": argparse.Namespace(lr=1)}, checkpoint_dir / "objects.pth")
+    with pytest.raises(UserInputError) as untrusted:
+        hub("sympie", checkpoint="objects")
+    for err in (missing, untrusted):
+        assert "--" not in str(err.value), err.value
+    assert str(missing.value).startswith("checkpoint 'nope' names no file")
+    assert "pass trust_checkpoint=True" in str(untrusted.value)
+    assert isinstance(hub("sympie", checkpoint="objects", trust_checkpoint=True), SyMPIE)

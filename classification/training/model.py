@@ -82,13 +82,17 @@ def identity_init_(nem: ColModule) -> ColModule:
     return nem
 
 
-def check_images(x: torch.Tensor) -> None:
-    """Raise ValueError unless ``x`` is a floating (B,3,H,W) tensor."""
+def check_images(x: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    """Raise ValueError unless ``x`` is a floating (B,3,H,W) tensor, of ``dtype`` (the weights') if given and
+    autocast is off (a float16 batch into a float32 model would fail inside a convolution)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected ImageNet-normalised images as a float tensor of shape (B,3,H,W), got {got}")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"expected images of at least one pixel, got a tensor of shape {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"expected {dtype} images, the dtype of the model's weights, got {x.dtype}; convert the "
+                         f"images (x.to({dtype})) or the model (model.to({x.dtype})), or run under torch.autocast")
 
 
 def check_params(params: torch.Tensor, batch: int) -> None:
@@ -179,7 +183,7 @@ class SyMPIE(nn.Module):
 
     def estimate(self, images: torch.Tensor) -> torch.Tensor:
         """The (B,37) warp parameters of ``images``."""
-        check_images(images)
+        check_images(images, self.nem.out.weight.dtype)
         return self.nem(estimation_view(images))
 
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
