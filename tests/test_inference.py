@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from classification.normalization import normalize
 from classification.training.inference import FusedNEM, stem_pool_chunked, stem_pool_plain
@@ -127,3 +128,14 @@ def test_triton_kernel_in_the_interpreter():
     result = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_validate_compile_puts_the_nem_through_torch_compile(monkeypatch):
+    from classification.eval import evaluate, validate
+
+    compiled = []
+    monkeypatch.setattr(evaluate.torch, "compile", lambda module: compiled.append(module) or module)
+    model = evaluate.build_eval_model(nn.Identity(), DEMO, compile_nem=True)
+    assert compiled == [model.sympie.nem] and isinstance(compiled[0], FusedNEM)
+    assert evaluate.build_eval_model(nn.Identity(), DEMO).sympie.nem is not compiled[0] and len(compiled) == 1
+    assert validate.build_parser().parse_args(["--compile"]).compile
