@@ -176,7 +176,8 @@ def step_inference(device: torch.device, sizes: Sizes, workdir: Path) -> str:
             rates[label] = rate(lambda: model(x), len(x), device)
     added = rates["alone"] / rates["behind SyMPIE"] - 1
     return (f"{sizes.classifier} batch {len(x)} 224x224{', bf16' if amp else ''}: "
-            f"alone {per_second(rates['alone'])} images/s, behind SyMPIE {per_second(rates['behind SyMPIE'])} images/s (+{100 * added:.0f} % time)")
+            f"alone {per_second(rates['alone'])} images/s, behind SyMPIE {per_second(rates['behind SyMPIE'])} "
+            f"images/s ({100 * added:+.0f} % time)")
 
 
 def step_process_group(device: torch.device, sizes: Sizes, workdir: Path) -> str:
