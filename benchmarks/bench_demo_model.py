@@ -38,8 +38,8 @@ from classification.checkpoints import CHECKPOINT_DIR
 from classification.classifiers import build_classifier
 from classification.normalization import normalize
 from classification.samples import cache_root
+from classification.training.corrupted_folder import sample_seed
 from classification.training.corruptions import IMAGENET_C, corrupt
-from classification.training.imagenetc import sample_seed
 from classification.training.model import SyMPIE
 
 HELDOUT_DIR = Path(__file__).resolve().parents[1] / "classification" / "training" / "demo_photos" / "heldout"

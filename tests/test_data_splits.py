@@ -208,7 +208,7 @@ def test_segmentation_read_only_root_points_at_a_folder_of_links(tmp_path, capsy
 
 
 def test_imagenetc_split_of_spaced_unicode_names_is_read_back(tmp_path):
-    from classification.eval.imagenetc import read_split
+    from classification.eval.benchmark_sets import read_split
 
     root = tmp_path / "imagenet-c"
     fill_category(root / "blur" / "defocus_blur" / "1", images={"n01440764": ["my phötø 1"]})

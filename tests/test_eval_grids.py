@@ -9,9 +9,9 @@ from PIL import Image
 
 from classification.errors import UserInputError
 from classification.eval import compare, show_grid
+from classification.eval.benchmark_sets import IMAGENETC_BAR_CATEGORIES, IMAGENETC_CATEGORIES
 from classification.eval.grids import (ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, corruption_errors, grid_from_rows, load_grid,
                                        table)
-from classification.eval.imagenetc import IMAGENETC_BAR_CATEGORIES, IMAGENETC_CATEGORIES
 
 
 def write(path, rows):

@@ -15,11 +15,11 @@ import torch.multiprocessing as mp
 from classification.errors import UserInputError
 from classification.eval import validate
 from classification.checkpoints import resolve_colm
+from classification.eval.benchmark_sets import ImagenetCBar, ImagenetCMixed
 from classification.eval.evaluate import build_eval_model, evaluate_grid
 from classification.eval.fake_benchmark import write_fake_benchmark
-from classification.eval.imagenetc import ImagenetCBar, ImagenetCMixed
 from classification.training.model import ColModule
-from test_eval_imagenetc import SMALL, ColourClassifier
+from test_benchmark_sets import SMALL, ColourClassifier
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

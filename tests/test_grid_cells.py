@@ -9,9 +9,9 @@ import pytest
 
 from classification.errors import UserInputError
 from classification.eval import compare, show_grid
+from classification.eval.benchmark_sets import IMAGENETC_CATEGORIES
 from classification.eval.grids import (ALEXNET_ERRORS, GRID_DIR, corruption_errors, format_table, grid_from_rows,
                                        load_grid, table)
-from classification.eval.imagenetc import IMAGENETC_CATEGORIES
 
 
 def full_grid(value: float = 50.0) -> list[list[float | None]]:

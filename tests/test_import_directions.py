@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = sorted(p for p in (REPO / "classification").glob("*.py"))
 TRAINING = sorted(p for p in (REPO / "classification" / "training").rglob("*.py") if p.name != "train.py")
+SEGMENTATION = sorted((REPO / "segmentation").glob("*.py"))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -53,7 +54,15 @@ def test_shared_modules_import_no_task_package(path):
     assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 
 
+@pytest.mark.parametrize("path", SEGMENTATION, ids=lambda p: str(p.relative_to(REPO)))
+def test_segmentation_imports_not_the_classification_evaluation(path):
+    """Segmentation and the classification evaluation are siblings: what both need lives in the shared modules."""
+    bad = [m for m in imported_modules(path) if is_under(m, "classification.eval")]
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
 def test_the_rules_cover_the_modules_they_name():
     names = {p.name for p in SHARED}
-    assert {"classifiers.py", "distributed.py", "samples.py", "atomic.py"} <= names
+    assert {"classifiers.py", "distributed.py", "samples.py", "atomic.py", "rgb8.py"} <= names
+    assert any(p.name == "cityscapes.py" for p in SEGMENTATION)
     assert any(p.name == "engine.py" for p in TRAINING) and not any(p.name == "train.py" for p in TRAINING)

@@ -13,11 +13,11 @@ from PIL import Image
 
 from classification.training import small
 from classification.training import train as train_module
+from classification.training.corrupted_folder import (NO_LABEL, DistortImageFolder, apply_random_corruptions,
+                                                     distort_batch, scan_image_folder)
 from classification.training.corruptions import TRAINING_SET
 from classification.training.engine import (calibrate_batchnorm, classifier_targets, freeze_batchnorm, hard_labels,
                                             target_loss, train_step)
-from classification.training.imagenetc import (NO_LABEL, DistortImageFolder, apply_random_corruptions, distort_batch,
-                                               scan_image_folder)
 from classification.training.model import (ColModule, CorrectColMulti, SyMPIE, col_warp, identity_init_,
                                            load_nem_checkpoint)
 from classification.training.train import build_parser, main, train
@@ -251,7 +251,7 @@ def test_small_recipe_settings_and_overrides(tmp_path, monkeypatch):
 def test_small_recipe_with_no_color_config_and_unfrozen_batchnorm(tmp_path, monkeypatch):
     """--no-color takes the colour warps out of the recipe's mix (it used to be ignored), --config does not
     replace the photos, and --no-freeze-nem-bn overrides the recipe like any other explicit flag."""
-    from classification.training.imagenetc import COLOR_WARPS, training_methods
+    from classification.training.corrupted_folder import COLOR_WARPS, training_methods
 
     monkeypatch.setattr(small, "photo_variant_folder", lambda: tmp_path / "variants")
     (tmp_path / "seg.yaml").write_text("{}\n")

@@ -3,7 +3,7 @@
 The photos of ``assets/samples/`` are corrupted by our corruption engine with the benchmark builder's
 recipe (:mod:`classification.eval.render`: the 15 ImageNet-C corruptions, ``colwarp`` = one of
 darken/sunset/night/white per image and severity, ``clean``; 5 severities; JPEG quality 85 as
-ImageNet-C was saved) into the layout :class:`~classification.eval.imagenetc.ImagenetC` reads, with its
+ImageNet-C was saved) into the layout :class:`~classification.eval.benchmark_sets.ImagenetC` reads, with its
 ``images.txt``. The set lives in a cache folder (``$SYMPIE_CACHE/demo``, default ``~/.cache/sympie/demo``),
 is rendered in a temporary folder renamed into place when complete (a killed run leaves no half set),
 and is reused while its recipe is unchanged. The photos and their labels are :mod:`classification.samples`.
@@ -25,8 +25,8 @@ from classification.atomic import atomic_folder, atomic_path, check_output_dir, 
 from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
 from classification.distributed import launched_world_size
 from classification.errors import UserInputError
+from classification.eval.benchmark_sets import SPLIT_FILE
 from classification.eval.grids import delta, load_grid, render_heatmap
-from classification.eval.imagenetc import SPLIT_FILE
 from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_steps, resize_and_crop, save_jpeg,
                                         write_split)
 from classification.imagenet import imagenet_class_index

@@ -1,6 +1,6 @@
 """The evaluation engine behind validate.py: model assembly and the sharded accuracy-grid loop.
 
-:func:`evaluate_grid` classifies every item of a :class:`~classification.eval.imagenetc.CorruptionGrid`
+:func:`evaluate_grid` classifies every item of a :class:`~classification.eval.benchmark_sets.CorruptionGrid`
 and counts correct predictions per cell. Under ``torch.distributed`` every rank takes the items
 ``rank, rank + world, ...`` and the counts are summed across ranks, so the grid is the same as one
 process would compute.
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from classification.distributed import ShardSampler, autocast, rank_world, sum_over_processes
 from classification.errors import UserInputError
-from classification.eval.imagenetc import SEVERITIES, CorruptionGrid
+from classification.eval.benchmark_sets import SEVERITIES, CorruptionGrid
 from classification.eval.preprocess import normalize_uint8
 from classification.frozen import freeze
 from classification.training.model import SyMPIE

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from classification.eval.imagenetc import IMAGENETC_BAR_CORRUPTIONS, SEVERITIES, SPLIT_FILE, with_jpg_suffix
+from classification.eval.benchmark_sets import IMAGENETC_BAR_CORRUPTIONS, SEVERITIES, SPLIT_FILE, with_jpg_suffix
 from classification.training.corruptions import IMAGENET_C_GROUPS
 
 KINDS = ("imagenetc", "imagenetc-bar", "imagenetc-mixed")

@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from classification.atomic import atomic_path
 from classification.errors import UserInputError
-from classification.eval.imagenetc import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS, IMAGENETC_CATEGORIES,
-                                           IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
+from classification.eval.benchmark_sets import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS,
+                                                IMAGENETC_CATEGORIES, IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
 from classification.textfile import read_json
 from classification.training.corruptions import IMAGENET_C
 

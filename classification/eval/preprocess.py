@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
+from classification.rgb8 import pil_rgb8, to_8bit
 
 RESIZE_SHORT = 232
 CROP = 224
@@ -179,22 +180,6 @@ def normalize_uint8(images: torch.Tensor, dtype: torch.dtype = torch.float32) ->
     mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=images.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=dtype, device=images.device).view(3, 1, 1)
     return images.to(dtype).div_(255).sub_(mean).div_(std)
-
-
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit grey PNGs
-
-
-def to_8bit(values: np.ndarray) -> np.ndarray:
-    """16-bit samples (0..65535) to 8 bits, rounded: ``round(v / 257)`` (65535 -> 255, 257 -> 1)."""
-    return ((values.astype(np.uint32) + 128) // 257).clip(0, 255).astype(np.uint8)
-
-
-def pil_rgb8(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB. 16-bit grey images are scaled to 8 bits (PIL's ``convert`` would clip them
-    to 255, i.e. white); 16-bit colour PNGs already open as 8-bit RGB(A)."""
-    if image.mode in SIXTEEN_BIT_MODES:
-        return Image.fromarray(to_8bit(np.asarray(image)), mode="L").convert("RGB")
-    return image.convert("RGB")
 
 
 def decode_rgb_pil(path: str | os.PathLike) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Benchmark builder (data/README.md): ImageNet-C-style evaluation sets rendered from ImageNet val class folders.
 
 Every source image is resized (short side 256, bilinear) and centre-cropped to 224x224 as ImageNet-C
-was, then written, as JPEG quality 85, in the layouts ``classification/eval/imagenetc.py`` reads:
+was, then written, as JPEG quality 85, in the layouts ``classification/eval/benchmark_sets.py`` reads:
 
 * ``<group>/<corruption>/<sev>/<wnid>/<stem>.JPEG``: the 15 ImageNet-C corruptions (19 with
   ``--extra``; the extra four go to blur/, digital/, noise/ and weather/, see :data:`EXTRA_GROUPS`);
@@ -48,9 +48,9 @@ from tqdm import tqdm
 from classification.atomic import atomic_path, check_output_dir, write_json
 from classification.cli import parse_command_line
 from classification.errors import UserInputError, report_user_errors
-from classification.eval.imagenetc import CROP, SEVERITIES, SPLIT_FILE
-from classification.eval.preprocess import pil_rgb8
+from classification.eval.benchmark_sets import CROP, SEVERITIES, SPLIT_FILE
 from classification.imagenet import imagenet_class_index
+from classification.rgb8 import pil_rgb8
 from classification.textfile import read_json, read_text
 from classification.training.corruptions import CORRUPTIONS, IMAGENET_C, IMAGENET_C_GROUPS, corrupt
 

@@ -36,9 +36,9 @@ from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_a
 from classification.checkpoints import resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
+from classification.eval.benchmark_sets import DATASETS, CorruptionGrid
 from classification.eval.evaluate import GridCounts, build_eval_model, eval_defaults, evaluate_grid
 from classification.eval.grids import GRID_DIR
-from classification.eval.imagenetc import DATASETS, CorruptionGrid
 from classification.paths import add_config_argument, dataset_path
 from classification.weights import add_trust_argument
 from classification.samples import CACHE_ENV

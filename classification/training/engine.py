@@ -19,7 +19,7 @@ from classification.normalization import normalize
 from classification.distributed import DistributedContext, autocast, sum_over_processes, unwrap
 from classification.frozen import eval_mode
 from classification.training.ema import ema_update
-from classification.training.imagenetc import distort_batch, sample_seed
+from classification.training.corrupted_folder import distort_batch, sample_seed
 from classification.training.model import CorrectColMulti
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

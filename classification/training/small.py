@@ -23,8 +23,8 @@ from PIL import Image
 
 from classification.errors import UserInputError
 from classification.samples import cache_root
+from classification.training.corrupted_folder import image_files
 from classification.training.demo import cached_folder, variant_of
-from classification.training.imagenetc import image_files
 
 PHOTOS_DIR = Path(__file__).resolve().parent / "demo_photos" / "train"
 VARIANTS_PER_PHOTO = 96  # 480 files for 5 photos: the validation split (1 in 50) holds 10, a batch of 8 fits

@@ -35,7 +35,8 @@ from classification.distributed import (DistributedContext, all_gather_objects, 
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import (DISTILL_MODES, TRAIN_METRICS, DeviceCorruptions, calibrate_batchnorm,
                                             classifier_targets, freeze_batchnorm, prepare_batch, train_step, validate)
-from classification.training.imagenetc import DistortImageFolder, sample_seed, scan_image_folder, training_methods
+from classification.training.corrupted_folder import (DistortImageFolder, sample_seed, scan_image_folder,
+                                                     training_methods)
 from classification.training.model import CorrectColMulti, estimation_view, identity_init_
 from classification.training.visualize import image_grid, parameter_images
 from classification.weights import add_trust_argument

@@ -13,9 +13,9 @@ from PIL import Image
 
 from classification.errors import UserInputError
 from classification.normalization import denormalize
-from classification.training import imagenetc
-from classification.training.imagenetc import (DistortImageFolder, apply_random_corruptions, distort_batch,
-                                               scan_image_folder, to_normalized, training_methods)
+from classification.training import corrupted_folder
+from classification.training.corrupted_folder import (DistortImageFolder, apply_random_corruptions, distort_batch,
+                                                     scan_image_folder, to_normalized, training_methods)
 
 SMALL = dict(resize_size=40, crop_size=32)
 
@@ -149,7 +149,7 @@ def test_undecodable_file_is_logged_once_and_replaced(tmp_path, caplog):
     (tmp_path / "cls" / "zbad.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
     ds = DistortImageFolder(tmp_path, "train", methods=["darken"], seed=0, **SMALL)
     bad = [i for i, (p, _) in enumerate(ds.samples) if p.endswith("zbad.jpg")][0]
-    with caplog.at_level(logging.WARNING, logger=imagenetc.__name__):
+    with caplog.at_level(logging.WARNING, logger=corrupted_folder.__name__):
         for epoch in range(3):
             ds.set_epoch(epoch)
             corrupted, label, clean = ds[bad]
@@ -184,7 +184,7 @@ def test_loader_path_and_batched_path_draw_the_same_distribution(monkeypatch):
     """Both paths draw 1 + randrange(max) corruptions, each a uniform method and a uniform severity 0..5."""
     loader_draws: Counter = Counter()
     batch_draws: Counter = Counter()
-    monkeypatch.setattr(imagenetc, "corrupt",
+    monkeypatch.setattr(corrupted_folder, "corrupt",
                         lambda image, name, severity, seed=None: loader_draws.update([(name, severity)]) or image)
 
     def fake_batch(images, names, severities, generator=None):
@@ -192,7 +192,7 @@ def test_loader_path_and_batched_path_draw_the_same_distribution(monkeypatch):
         batch_draws[("rounds",)] += 1
         return images
 
-    monkeypatch.setattr(imagenetc, "corrupt_batch", fake_batch)
+    monkeypatch.setattr(corrupted_folder, "corrupt_batch", fake_batch)
     methods = training_methods()
     rng = random.Random(0)
     image = np.zeros((4, 4, 3), np.uint8)

@@ -11,17 +11,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.errors import UserInputError
+from classification.eval.benchmark_sets import (ALL_COLUMNS, IMAGENETC_BAR_CATEGORIES, IMAGENETC_CATEGORIES, ImagenetC,
+                                           ImagenetCBar, ImagenetCMixed, quick_cells, read_split)
 from classification.eval.evaluate import GridCounts, evaluate_grid
 from classification.eval.fake_benchmark import write_fake_benchmark
-from classification.eval.imagenetc import (ALL_COLUMNS, IMAGENETC_BAR_CATEGORIES, IMAGENETC_CATEGORIES, ImagenetC,
-                                           ImagenetCBar, ImagenetCMixed, quick_cells, read_split)
 from classification.eval.preprocess import decode_rgb_pil, resize_crop
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SMALL = (30, 40)  # source size of the fake files (the loader resizes them to 232 and crops 224)
 
-# Written out independently of classification.eval.imagenetc: category -> folder holding severity folders.
+# Written out independently of classification.eval.benchmark_sets: category -> folder holding severity folders.
 IMAGENETC_FOLDERS = {
     "defocus_blur": "blur/defocus_blur", "glass_blur": "blur/glass_blur", "motion_blur": "blur/motion_blur",
     "zoom_blur": "blur/zoom_blur", "contrast": "digital/contrast", "elastic_transform": "digital/elastic_transform",
