@@ -17,12 +17,14 @@ classifiers that are not on this machine (``effnet_lite0``'s weights ship in a P
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch.nn as nn
 
-import classification.checkpoints as checkpoints
+import classification.checkpoint as checkpoint_files
 from classification.classifiers import CLASSIFIER_NAMES, build_classifier
+from classification.errors import UserInputError, python_api
 from classification.eval.evaluate import CorrectedClassifier
 from classification.frozen import freeze
 from classification.training.model import SyMPIE
@@ -32,18 +34,32 @@ dependencies = ["torch", "torchvision", "numpy", "PIL", "yaml", "tqdm", "timm"]
 DEMO_CHECKPOINT = "sympie_demo"
 
 
+def _python_api(entry: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Run ``entry`` so that its error messages name keyword arguments (``trust_checkpoint=True``), not the
+    scripts' command-line flags."""
+    @functools.wraps(entry)
+    def wrapper(*args, **kwargs):
+        with python_api():
+            return entry(*args, **kwargs)
+
+    return wrapper
+
+
+@_python_api
 def sympie(checkpoint: str | None = "sympie", trust_checkpoint: bool = False) -> SyMPIE:
     """SyMPIE (NEM + ColWarp + Clamp) in eval mode.
 
     ``checkpoint``: a file name in classification/training/checkpoints without ``.pth`` (default
     ``sympie``, the released model, which you place there), a path, or None for an untrained module
-    (default initialisation; for training or tests).
+    (default initialisation; for training or tests). ``'none'`` (no SyMPIE, as the scripts' ``--colm none``)
+    has nothing to return here and is refused.
     """
     if checkpoint is None:
         return SyMPIE().eval()
-    path = checkpoints.resolve_colm(str(checkpoint), checkpoint_dir=checkpoints.CHECKPOINT_DIR)
+    path = checkpoint_files.resolve_colm(str(checkpoint), checkpoint_dir=checkpoint_files.CHECKPOINT_DIR)
     if path is None:
-        return SyMPIE().eval()
+        raise UserInputError(f"checkpoint={checkpoint!r} means no SyMPIE, so there is no module to return; pass a "
+                             f"checkpoint name or path, or checkpoint=None for an untrained SyMPIE.")
     return SyMPIE.from_checkpoint(path, trusted=trust_checkpoint)
 
 
@@ -53,17 +69,25 @@ def sympie_demo() -> SyMPIE:
     return sympie(DEMO_CHECKPOINT)
 
 
+@_python_api
 def classifier(name: str, pretrained: bool = True, trust_checkpoint: bool = False) -> nn.Module:
     """The frozen, eval-mode classifier ``name``: any ``--clas`` value (``rn50_2``, ``effnet_lite0``,
     ``timm:<model>``, a model file ...); ``pretrained=False`` gives random weights (nothing downloaded)."""
     return build_classifier(name, pretrained=pretrained, trusted=trust_checkpoint)
 
 
+@_python_api
 def corrected(clas: str = "rn50_2", checkpoint: str | None = "sympie", pretrained: bool = True,
               trust_checkpoint: bool = False) -> nn.Module:
-    """``classifier(clas)`` with SyMPIE (``checkpoint``, as in :func:`sympie`) in front, frozen: images -> logits."""
+    """``classifier(clas)`` with SyMPIE (``checkpoint``: a name or a path, as in :func:`sympie`) in front, frozen:
+    images -> logits. ``checkpoint='none'`` or None gives the classifier alone, as the scripts' ``--colm none``
+    (never a randomly initialised SyMPIE)."""
     net = classifier(clas, pretrained=pretrained, trust_checkpoint=trust_checkpoint)
-    return freeze(CorrectedClassifier(sympie(checkpoint, trust_checkpoint), net))
+    path = None if checkpoint is None else checkpoint_files.resolve_colm(str(checkpoint),
+                                                                         checkpoint_files.CHECKPOINT_DIR)
+    if path is None:
+        return net
+    return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(path, trusted=trust_checkpoint), net))
 
 
 def _classifier_entry(name: str) -> Callable[..., nn.Module]:

@@ -13,6 +13,10 @@ nothing. A target holding a *different* file stops the run before anything is wr
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import csv
 import filecmp
@@ -78,6 +82,7 @@ def check_imagenet_classes(labels: dict[str, str], source: Path) -> dict[str, st
 
 def _read_xml_folder(folder: Path) -> dict[str, str]:
     labels: dict[str, str] = {}
+    repeats = 0
     for xml_path in sorted(p for p in folder.rglob("*.xml") if not p.name.startswith(".")):  # no macOS ._ files
         try:
             root = ET.parse(xml_path).getroot()
@@ -88,10 +93,30 @@ def _read_xml_folder(folder: Path) -> dict[str, str]:
             found = ", ".join(sorted(names)) or "none"
             raise UserInputError(f"annotation {xml_path} must name exactly one class in its <object><name> "
                                  f"tags, found: {found}.")
-        labels[xml_path.stem] = check_wnid(names.pop(), f"annotation {xml_path}")
+        repeats += add_label(labels, xml_path.stem, check_wnid(names.pop(), f"annotation {xml_path}"),
+                             f"annotation {xml_path}")
     if not labels:
         raise UserInputError(f"annotation folder {folder} holds no .xml files; pass the ILSVRC2012 bbox val folder.")
+    warn_repeats(repeats, folder)
     return labels
+
+
+def add_label(labels: dict[str, str], image: str, wnid: str, where: str) -> bool:
+    """``labels[image] = wnid``, refusing a second, different class for an image (which one would be right?);
+    the same class named again changes nothing and is accepted (an annotation file merged with itself).
+    Returns whether ``image`` was there already."""
+    earlier = labels.get(image)
+    if earlier is not None and earlier != wnid:
+        raise UserInputError(f"{where} gives {image} the class {wnid}, but an earlier entry gave it {earlier}; "
+                             f"keep one annotation per image (re-download the annotations).")
+    labels[image] = wnid
+    return earlier is not None
+
+
+def warn_repeats(repeats: int, source: Path) -> None:
+    if repeats:
+        log.warning("%s names %d image(s) more than once, always with the same class; each is placed once.",
+                    source, repeats)
 
 
 def check_wnid(wnid: str, where: str) -> str:
@@ -105,6 +130,7 @@ def check_wnid(wnid: str, where: str) -> str:
 
 def _read_kaggle_csv(path: Path) -> dict[str, str]:
     labels: dict[str, str] = {}
+    repeats = 0
     reader = csv.DictReader(io.StringIO(read_text(path, "annotation file"), newline=""))
     if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
         raise UserInputError(f"{path} must have the header 'ImageId,PredictionString' "
@@ -113,9 +139,11 @@ def _read_kaggle_csv(path: Path) -> dict[str, str]:
         tokens = (row["PredictionString"] or "").split()
         if not row["ImageId"] or not tokens:
             raise UserInputError(f"{path} line {line} has no image id or no class; fix or re-download the file.")
-        labels[row["ImageId"].strip()] = check_wnid(tokens[0], f"{path} line {line}")
+        repeats += add_label(labels, row["ImageId"].strip(), check_wnid(tokens[0], f"{path} line {line}"),
+                             f"{path} line {line}")
     if not labels:
         raise UserInputError(f"{path} lists no images; re-download LOC_val_solution.csv.")
+    warn_repeats(repeats, path)
     return labels
 
 
@@ -189,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", required=True, type=Path, help="flat folder with ILSVRC2012_val_*.JPEG")
     parser.add_argument("--annotations", required=True, type=Path,
                         help="ILSVRC2012 bbox val folder (*.xml) or Kaggle LOC_val_solution.csv")
-    parser.add_argument("--out", required=True, type=Path, help="output folder, one sub-folder per wnid")
+    parser.add_argument("--out", required=True, help="output folder, one sub-folder per wnid")
     parser.add_argument("--mode", choices=MODES, default="copy", help="how files get there (default: copy)")
     return parser
 
@@ -198,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, int]:
     """Run the tool; returns counts ``{'images', 'classes', 'placed', 'present'}``."""
     args = parse_command_line(build_parser(), argv)
-    check_output_dir(args.out, "--out")
+    args.out = check_output_dir(args.out, "--out")
     labels = read_annotations(args.annotations)
     placements = plan(args.val, labels)
     if args.out.resolve() == args.val.resolve():

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from classification.atomic import atomic_path
+from classification.atomic import atomic_path, check_output_dir
 from classification.classifiers import build_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval import validate
@@ -35,7 +35,7 @@ from classification.normalization import denormalize, normalize
 from classification.samples import SAMPLE_LABELS, SAMPLES_DIR
 from classification.training.corruptions import corrupt
 from classification.training.model import SyMPIE
-from classification.weights import add_trust_argument
+from classification.checkpoint import add_trust_argument
 
 ASSETS = Path(__file__).resolve().parent
 INK = (33, 37, 41)
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
+    check_output_dir(args.out, "--out")  # before the drawing, not after it
     if not args.colm.is_file():
         raise UserInputError(f"SyMPIE checkpoint {args.colm} does not exist; pass the path of a .pth file "
                              f"(e.g. final.pth of a training run).")

@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageOps
 
 from classification.atomic import atomic_path, write_json
-from classification.checkpoints import CHECKPOINT_DIR
+from classification.checkpoint import CHECKPOINT_DIR
 from classification.classifiers import build_classifier
 from classification.normalization import normalize
 from classification.samples import cache_root

@@ -6,7 +6,9 @@ the umask.
 
 Output locations are checked before the long work (:func:`check_output_dir`, :func:`check_output_file`):
 missing folders are created, with their parents, when the first file is written; a file in the way or a
-folder that cannot be written is refused in one sentence.
+folder that cannot be written, and an empty name (``--out ''``, which would mean the current folder), are
+refused in one sentence. A full disk or exhausted quota while writing is one sentence too, the temporary files
+removed and the previous content of the targets unchanged.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from classification.errors import UserInputError
+from classification.errors import DISK_FULL, UserInputError
 
 
 def umask() -> int:
@@ -38,22 +40,46 @@ def umask() -> int:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, staging: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (or in the folder ``staging``, on the same file system); on
-    success it replaces ``path``, on error it is removed."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = target.parent
-    if staging is not None:
-        folder = Path(staging)
-        folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=folder)
-    os.fchmod(fd, 0o666 & ~umask())
-    os.close(fd)
-    tmp_path = Path(tmp)
+    success it replaces ``path``, on error it is removed. A full disk is one sentence (:func:`disk_full`)."""
+    with atomic_paths([path], staging) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike], staging: str | os.PathLike | None = None) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for files that belong together (a grid and its metadata): yield one temporary path
+    per target; only when all of them are written are they renamed into place, in order. If the disk fills up
+    or the run is stopped while they are written, every target keeps its previous content."""
+    targets = [Path(path) for path in paths]
+    temporaries: list[Path] = []
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folder = target.parent
+            if staging is not None:
+                folder = Path(staging)
+                folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=folder)
+            temporaries.append(Path(tmp))
+            os.fchmod(fd, 0o666 & ~umask())
+            os.close(fd)
+        yield list(temporaries)
+        for tmp, target in zip(temporaries, targets):
+            os.replace(tmp, target)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_full(err, targets[0]) from None
+        raise
     finally:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+
+
+def disk_full(err: OSError, target: Path) -> UserInputError:
+    """The sentence for ENOSPC/EDQUOT while ``target`` was written (its previous content is unchanged)."""
+    return UserInputError(f"{target} could not be written: {err.strerror} in {target.parent}; free some space or "
+                          f"choose another output folder, then run again (finished files are kept, {target.name} "
+                          f"is unchanged).")
 
 
 @contextlib.contextmanager
@@ -85,11 +111,17 @@ def _first_existing(path: Path) -> Path:
     return path
 
 
+def _non_empty(path: str | os.PathLike, what: str, kind: str) -> Path:
+    if not str(path).strip():  # Path('') is '.': the current folder, surely not what was meant
+        raise UserInputError(f"{what} is empty; pass a {kind} name.")
+    return Path(path).expanduser()
+
+
 def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     """Refuse, in one sentence naming ``what`` (e.g. "--out"), an output folder that is a file, lies under a
     file or cannot be written (probed with a temporary file). Missing folders are fine: they are created
     when written to. Returns the path."""
-    path = Path(path).expanduser()
+    path = _non_empty(path, what, "folder")
     existing = _first_existing(path)
     if not existing.is_dir():
         if existing == path:
@@ -107,7 +139,7 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
 
 def check_output_file(path: str | os.PathLike, what: str) -> Path:
     """:func:`check_output_dir` for the folder of an output file, which itself must not be a folder."""
-    path = Path(path).expanduser()
+    path = _non_empty(path, what, "file")
     if path.is_dir():
         raise UserInputError(f"{what} {path} is a folder, not a file; pass a file name.")
     try:
@@ -123,11 +155,3 @@ def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:
     """``json.dump`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, **dump_kwargs))
-
-
-def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    import torch  # here, not at the top: the data tools import this module and need no torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

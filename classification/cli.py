@@ -15,7 +15,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from classification.checkpoints import CHECKPOINT_DIR, DEFAULT_SEGMENTER
+from classification.checkpoint import CHECKPOINT_DIR, DEFAULT_SEGMENTER
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 CLASSIFIER_CHOICES = "a name of classification/classifiers.py, 'timm:<model>' or a model file"

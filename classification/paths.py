@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -46,7 +47,10 @@ def load_paths(config: str | os.PathLike | None = None) -> dict[str, Path | None
     if not path.exists():
         raise UserInputError(f"config file {path} does not exist; pass --config PATH or set {ENV_VAR}.")
     try:
-        raw = yaml.safe_load(read_text(path, "config file")) or {}
+        raw = yaml.load(read_text(path, "config file"), Loader=UniqueKeyLoader) or {}
+    except DuplicateKeyError as err:
+        raise UserInputError(f"config file {path} sets the key '{err.key}' twice (lines {err.first} and {err.second}); "
+                             f"keep the one you mean.") from None
     except yaml.YAMLError as err:
         raise UserInputError(f"config file {path} is not valid YAML ({yaml_problem(err)}); fix it (indent with "
                              f"spaces, not tabs) or pass --config.") from None
@@ -84,10 +88,45 @@ def dataset_path(key: str, config: str | os.PathLike | None = None, override: st
         path = paths[key]
         source = f"key '{key}' of {config_file(config)}"
     if must_exist and not path.exists():
+        unset = unset_variables(str(path)) if not override else []
+        if unset:
+            raise UserInputError(f"{source} uses the environment variable ${unset[0]}, which is not set in this "
+                                 f"shell; export {unset[0]}=/your/folder or write the path out.")
         raise UserInputError(f"{path} (from {source}) does not exist; fix the path or download the dataset.")
     if must_exist and not path.is_dir():
         raise UserInputError(f"{path} (from {source}) is a file, not a folder; give the dataset's folder.")
     return path
+
+
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def unset_variables(text: str) -> list[str]:
+    """The names of ``$NAME`` / ``${NAME}`` in ``text`` that are not set in the environment (expandvars leaves
+    them as they are)."""
+    return [a or b for a, b in VARIABLE.findall(text) if (a or b) not in os.environ]
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: object, first: int, second: int):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first, self.second = key, first, second
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error (PyYAML keeps the
+    last one in silence)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(key, seen[key], line)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:

@@ -17,6 +17,10 @@ Subcommands (the folder defaults to the ``config_paths.yaml`` key of the same na
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 import os
@@ -88,18 +92,18 @@ def imagenetc_lines(root: Path) -> list[str]:
         raise UserInputError(f"{root} holds no folders of wnid sub-folders (e.g. blur/defocus_blur/1/n01440764/); "
                              f"check the layout in data/README.md.")
     common: set[str] | None = None
+    union: set[str] = set()
     sizes: dict[Path, int] = {}
     for category in tqdm(categories, desc="listing category folders", unit="folder"):
         lines = line_paths_in(category)
         sizes[category] = len(lines)
         common = lines if common is None else common & lines
+        union |= lines
     if not common:
         raise UserInputError(f"no image of {root} is present in every one of its {len(categories)} category "
                              f"folders; complete the dataset or point at one of its parts.")
-    for category, size in sizes.items():
-        if size > len(common):  # common is a subset of every category's images
-            log.warning("%s holds %d images missing elsewhere; they are left out of the split.",
-                        category.relative_to(root), size - len(common))
+    if len(union) > len(common):
+        warn_incomplete(root, {c: len(union) - n for c, n in sizes.items() if n < len(union)}, union, len(common))
     index = imagenet_class_index()
     unknown = sorted({line.split("/")[0] for line in common} - set(index))
     if unknown:
@@ -107,6 +111,21 @@ def imagenetc_lines(root: Path) -> list[str]:
                              f"only the 1000 ILSVRC2012 classes can be evaluated.")
     log.info("%d images common to %d category folders of %s", len(common), len(categories), root)
     return [f"{line} {index[line.split('/')[0]]}" for line in sorted(common)]
+
+
+MAX_NAMED_FOLDERS = 5
+
+
+def warn_incomplete(root: Path, lacking: dict[Path, int], union: set[str], kept: int) -> None:
+    """One warning for the images that some category folders lack (left out of the split): the folders that lack
+    them (with how many each) and the first such image of the first folder (listed again to find it)."""
+    first = next(iter(lacking))
+    example = min(union - line_paths_in(first))
+    named = ", ".join(f"{c.relative_to(root)} ({n})" for c, n in list(lacking.items())[:MAX_NAMED_FOLDERS])
+    more = f" and {len(lacking) - MAX_NAMED_FOLDERS} more" if len(lacking) > MAX_NAMED_FOLDERS else ""
+    log.warning("%d images are missing from some category folders and are left out of the split (%d kept): "
+                "missing from %s%s; e.g. %s lacks %s.", len(union) - kept, kept, named, more,
+                first.relative_to(root), example)
 
 
 PARAMETER_FOLDER = re.compile(r"^\d+\.\d+$")
@@ -228,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("root", nargs="?", type=Path, default=None,
                          help=f"dataset folder (default: the config key, '{default_key}' unless --key)")
         if writes_split:
-            sub.add_argument("--out", type=Path, default=None, help="split file to write (default: inside the root)")
+            sub.add_argument("--out", default=None, help="split file to write (default: inside the root)")
         add_config_argument(sub)
         sub.set_defaults(key=default_key)
         return sub
@@ -266,10 +285,9 @@ def main(argv: list[str] | None = None) -> Path:
         link_cbar_severities(root)
         return root
     default_name = SPLIT_FILE if args.dataset == "imagenetc" else f"{args.split}.txt"
-    out = args.out or root / default_name
     if args.out is None and not os.access(root, os.W_OK):
         raise UserInputError(read_only_advice(root, args.dataset))
-    check_output_file(out, "--out")  # before the (long) listing
+    out = check_output_file(root / default_name if args.out is None else args.out, "--out")  # before the listing
     if args.dataset == "imagenetc":
         lines = imagenetc_lines(root)
     elif args.dataset == "cityscapes":

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classification.errors import UserInputError
-from classification.weights import match_state_dict, meta_state_dict, read_checkpoint
+from classification.checkpoint import match_state_dict, meta_state_dict, read_checkpoint
 
 BACKBONES = {"ResNet50": (3, 4, 6, 3)}
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -116,7 +116,7 @@ def extract_deeplab_state_dict(obj: object, source: str = "checkpoint",
                                num_classes: int = 19) -> dict[str, torch.Tensor]:
     """The DeepLab state_dict in ``obj`` (float32): ``{'state_dict': {...}, ...}`` (``module.`` prefixes
     allowed) or a plain state_dict. Raises UserInputError naming ``source`` for wrong keys or shapes and
-    for NaN/infinite weights (:func:`classification.weights.match_state_dict`)."""
+    for NaN/infinite weights (:func:`classification.checkpoint.match_state_dict`)."""
     return match_state_dict(obj, expected_state(num_classes), source,
                             f"a DeepLab-V2 ResNet-50 ({num_classes} classes) checkpoint",
                             "Pass cityscapesfinal.pth (see classification/training/checkpoints/README.md).")

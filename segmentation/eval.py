@@ -10,6 +10,10 @@ Command line (add ``torchrun --nproc_per_node N`` in front for distributed evalu
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 
@@ -20,14 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from classification.atomic import check_output_file, write_json
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_colm_argument, add_segmenter_args, parse_command_line
 from classification.distributed import ShardSampler, distributed, rank_world, unwrap
 from classification.errors import UserInputError, report_user_errors
 from classification.frozen import eval_mode
 from classification.paths import add_config_argument, dataset_path
 from classification.training.model import SyMPIE
-from classification.weights import add_trust_argument
 from segmentation.cityscapes import CLASS_NAMES, LONG_SIDE, NUM_CLASSES, Cityscapes, collate_by_size
 from segmentation.deeplab import DeeplabNW, load_deeplab
 from segmentation.metrics import ConfusionMatrix, format_table
@@ -43,7 +46,7 @@ BENCHMARKS = {  # CLI name -> (classification.paths key, display name)
 
 
 def as_segmenter(model: nn.Module) -> nn.Module:
-    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DataParallel/DDP) gets
+    """A model taking ImageNet-normalised images: a bare :class:`DeeplabNW` (also inside DDP) gets
     the Caffe renormalisation in front; anything else is assumed to take ImageNet-normalised input already."""
     return ImagenetInput(model) if isinstance(unwrap(model), DeeplabNW) else model
 

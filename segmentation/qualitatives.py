@@ -8,6 +8,10 @@ Label maps are drawn in the Cityscapes palette (ignored pixels black). Output la
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 import os
@@ -25,7 +29,7 @@ from classification.distributed import resolve_device
 from classification.errors import UserInputError, report_user_errors
 from classification.normalization import denormalize
 from classification.paths import dataset_path
-from classification.weights import add_trust_argument
+from classification.checkpoint import add_trust_argument
 from segmentation.cityscapes import IGNORE_COLOR, NUM_CLASSES, PALETTE, Cityscapes
 from segmentation.eval import BENCHMARKS, add_model_args, as_segmenter, load_sympie, predict
 from segmentation.deeplab import load_deeplab

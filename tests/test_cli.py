@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from classification.checkpoints import DEFAULT_SEGMENTER
+from classification.checkpoint import DEFAULT_SEGMENTER
 from classification.eval import eval_vizwiz, validate
 from classification.training import train
 from segmentation import eval as seg_eval

@@ -143,6 +143,18 @@ def test_draws_are_a_function_of_seed_epoch_and_index(folder):
     assert not torch.equal(first, DistortImageFolder(folder, "train", seed=12, **SMALL)[7][0])
 
 
+def test_sixteen_bit_grey_photo_is_scaled_not_white(tmp_path):
+    """A 16-bit grey PNG (values 0..65535) reaches the crop scaled to 8 bits; PIL's convert("RGB") clipped it to
+    255, a white image."""
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((40, 40), 128 * 257, np.uint16)).save(tmp_path / cls / f"{i}.png")
+    ds = DistortImageFolder(tmp_path, "train", seed=0, corrupt_in_loader=False, **SMALL)
+    crop, _ = ds[0]
+    assert crop.dtype == torch.uint8 and int(crop.min()) == int(crop.max()) == 128
+
+
 def test_undecodable_file_is_logged_once_and_replaced(tmp_path, caplog):
     for i in range(3):
         write_image(tmp_path / "cls" / f"good{i}.png", seed=i)

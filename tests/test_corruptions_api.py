@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from classification.errors import UserInputError
 from classification.training.corruptions import (
     CORRUPTIONS,
     IMAGENET_C,
@@ -427,3 +428,25 @@ def test_shot_noise_sampler_is_poisson():
     assert counts.mean().item() == pytest.approx(rate, rel=0.01)
     assert counts.var().item() == pytest.approx(rate, rel=0.03)
     assert torch.allclose(counts, counts.round(), atol=1e-4)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda x: x * 255, r"go up to 25\d(\.\d+)?; 0\.\.255 pixel values\? divide them by 255 first"),
+    (lambda x: (x - 0.45) / 0.225, r"go down to -\d(\.\d+)?; ImageNet-normalised\? undo it first"),
+    (lambda x: x.index_put((torch.tensor([1]), torch.tensor([0]), torch.tensor([3]), torch.tensor([2])),
+                           torch.tensor(float("nan"))), r"hold NaN \(first in image 1\); replace the NaN pixels first"),
+    (lambda x: x * 1000, r"range from [\d.e+-]+ to [\d.e+-]+; rescale them to \[0, 1\] first"),
+])
+def test_batches_outside_zero_one_are_refused_in_one_sentence(make, message):
+    """0..255 values came out all white, normalised ones silently clipped, one NaN pixel spread over its image."""
+    images = make(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(UserInputError, match=r"^images must be RGB values in \[0, 1\] but " + message):
+        corrupt_batch(images, "fog", 3)
+
+
+@pytest.mark.parametrize("seed", [2**64, 1.5, -1, "7", True])
+def test_seeds_outside_the_generator_range_are_one_sentence(seed):
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(UserInputError, match=r"seed must be None or an integer from 0 to 2\*\*64 - 1"):
+        corrupt(image, "gaussian_noise", 1, seed=seed)
+    assert corrupt(image, "gaussian_noise", 1, seed=2**64 - 1).shape == image.shape

@@ -83,7 +83,10 @@ def test_imagenetc_keeps_only_images_present_everywhere(tmp_path, caplog):
     fill_category(root / "blur" / "zoom_blur" / "2", images=partial)
     lines = read_lines(make_splits.main(["imagenetc", str(root)]))
     assert lines == [EXPECTED_LINES[0], EXPECTED_LINES[2], EXPECTED_LINES[3]]
-    assert "missing elsewhere" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # once, naming the folder that lacks the image (not every other folder)
+    assert "missing from blur/zoom_blur/2 (1)" in warnings[0], warnings[0]
+    assert f"blur/zoom_blur/2 lacks {EXPECTED_LINES[1].split()[0]}" in warnings[0], warnings[0]
 
 
 def test_imagenetc_counts_only_names_the_evaluation_reads(tmp_path, caplog):

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from classification.errors import UserInputError
 from classification.eval import validate
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import resolve_colm
 from classification.eval.benchmark_sets import ImagenetCBar, ImagenetCMixed
 from classification.eval.evaluate import build_eval_model, evaluate_grid
 from classification.eval.fake_benchmark import write_fake_benchmark
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def colour_classifier(monkeypatch):
-    monkeypatch.setattr(validate, "build_classifier", lambda name, pretrained=True, trusted=False: ColourClassifier())
+    monkeypatch.setattr(validate, "build_classifier", lambda name, pretrained=True, trusted=False, device=None: ColourClassifier())
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,18 @@ def test_an_output_path_that_is_a_folder_is_refused_before_the_predictions(vizwi
                           "--random-init", "--clas", "rn18"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"{out / 'pred_orig.json'} is a folder" in err and "Traceback" not in err
+
+
+def test_labels_keyed_by_path_belong_to_the_image_of_that_file_name(tmp_path):
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "categories": [{"id": 1}], "images": ["VizWiz_val_1.jpg", "VizWiz_val_2.jpg"],
+        "labels": {"val/VizWiz_val_1.jpg": 1, "val/VizWiz_val_2.jpg": [1]}}))
+    assert read_annotations(tmp_path).labels == {"VizWiz_val_1.jpg": {1}, "VizWiz_val_2.jpg": {1}}
+
+
+def test_labels_that_match_no_image_are_one_sentence(tmp_path):
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "categories": [{"id": 1}], "images": ["VizWiz_val_1.jpg"], "labels": {"img_0001.jpg": 1}}))
+    with pytest.raises(UserInputError, match=r"the labels in .*annotations\.json name none of its 'images' \(a label "
+                                             r"is keyed 'img_0001\.jpg', an image is 'VizWiz_val_1\.jpg'\)"):
+        read_annotations(tmp_path)

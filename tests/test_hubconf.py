@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import classification.checkpoints as checkpoints
+import classification.checkpoint as checkpoint_files
 from classification.classifiers import CLASSIFIER_NAMES
 from classification.errors import UserInputError
 from classification.training.model import ColModule, SyMPIE
@@ -25,7 +25,7 @@ def checkpoint_dir(tmp_path, monkeypatch):
     torch.manual_seed(0)
     for name in ("sympie_demo", "sympie"):
         torch.save(ColModule().state_dict(), tmp_path / f"{name}.pth")
-    monkeypatch.setattr(checkpoints, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setattr(checkpoint_files, "CHECKPOINT_DIR", tmp_path)
     return tmp_path
 
 
@@ -51,11 +51,12 @@ def test_sympie_from_a_name_or_a_path_matches_the_file(checkpoint_dir):
 
 def test_sympie_demo_loads_the_demo_checkpoint(checkpoint_dir):
     model = hub("sympie_demo")
-    nem = torch.load(checkpoint_dir / "sympie_demo.pth", weights_only=True)
-    assert all(torch.equal(model.nem.state_dict()[k], v) for k, v in nem.items())
+    expected = SyMPIE.from_checkpoint(checkpoint_dir / "sympie_demo.pth")  # the fused NEM of that file
+    assert model.state_dict().keys() == expected.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
 
 
-@pytest.mark.skipif(not (checkpoints.CHECKPOINT_DIR / "sympie_demo.pth").is_file(), reason="no shipped demo model")
+@pytest.mark.skipif(not (checkpoint_files.CHECKPOINT_DIR / "sympie_demo.pth").is_file(), reason="no shipped demo model")
 def test_the_shipped_demo_model_loads():
     assert isinstance(hub("sympie_demo"), SyMPIE)
 
@@ -79,3 +80,32 @@ def test_corrected_classifier_is_sympie_then_the_classifier(checkpoint_dir):
     x = torch.rand(2, 3, 224, 224)
     assert torch.equal(both(x), both.classifier(both.sympie(x)))
     assert not any(p.requires_grad for p in both.parameters())
+
+
+def test_corrected_with_checkpoint_none_is_the_classifier_alone(checkpoint_dir):
+    """As --colm none on the command line: no SyMPIE at all, never a randomly initialised one."""
+    torch.manual_seed(0)
+    alone = hub("classifier", name="rn18", pretrained=False)
+    for none in ("none", None):
+        torch.manual_seed(0)
+        net = hub("corrected", clas="rn18", checkpoint=none, pretrained=False)
+        assert not any(isinstance(m, SyMPIE) for m in net.modules())
+        x = torch.rand(1, 3, 224, 224)
+        assert torch.equal(net(x), alone(x))
+    with pytest.raises(UserInputError, match=r"checkpoint='none' means no SyMPIE"):
+        hub("sympie", checkpoint="none")
+
+
+def test_hub_errors_name_keyword_arguments_not_command_line_flags(checkpoint_dir):
+    import argparse
+
+    with pytest.raises(UserInputError) as missing:
+        hub("corrected", clas="rn18", checkpoint="nope", pretrained=False)
+    torch.save({"state_dict": ColModule().state_dict(), "args": argparse.Namespace(lr=1)}, checkpoint_dir / "objects.pth")
+    with pytest.raises(UserInputError) as untrusted:
+        hub("sympie", checkpoint="objects")
+    for err in (missing, untrusted):
+        assert "--" not in str(err.value), err.value
+    assert str(missing.value).startswith("checkpoint 'nope' names no file")
+    assert "pass trust_checkpoint=True" in str(untrusted.value)
+    assert isinstance(hub("sympie", checkpoint="objects", trust_checkpoint=True), SyMPIE)

@@ -47,7 +47,7 @@ def test_training_imports_neither_segmentation_nor_evaluation(path):
 
 @pytest.mark.parametrize("path", SHARED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shared_modules_import_no_task_package(path):
-    """classification/*.py (classifiers, paths, checkpoints, distributed, samples ...) serve every task and
+    """classification/*.py (classifiers, paths, checkpoint, distributed, samples ...) serve every task and
     import none of them: not the training package, not the evaluation, not segmentation."""
     bad = [m for m in imported_modules(path)
            if any(is_under(m, p) for p in ("classification.training", "classification.eval", "segmentation"))]
@@ -63,6 +63,6 @@ def test_segmentation_imports_not_the_classification_evaluation(path):
 
 def test_the_rules_cover_the_modules_they_name():
     names = {p.name for p in SHARED}
-    assert {"classifiers.py", "distributed.py", "samples.py", "atomic.py", "rgb8.py"} <= names
+    assert {"classifiers.py", "distributed.py", "samples.py", "atomic.py", "checkpoint.py", "rgb8.py"} <= names
     assert any(p.name == "cityscapes.py" for p in SEGMENTATION)
     assert any(p.name == "engine.py" for p in TRAINING) and not any(p.name == "train.py" for p in TRAINING)

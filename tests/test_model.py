@@ -186,3 +186,13 @@ def test_wrong_checkpoint_names_file_and_keys(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(UserInputError, match="could not be read"):
         load_nem_checkpoint(tmp_path / "garbage.pth")
+
+
+def test_images_of_another_dtype_than_the_weights_are_one_sentence():
+    """A float16 batch into a float32 SyMPIE was accepted by the input check and died inside a convolution."""
+    model = SyMPIE().eval()
+    with pytest.raises(ValueError, match=r"expected torch\.float32 images, the dtype of the model's weights, got "
+                                         r"torch\.float16"):
+        model(torch.rand(1, 3, 32, 32, dtype=torch.float16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the weights stay float32
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import yaml
 from PIL import Image
 
-from classification.checkpoints import CHECKPOINT_DIR
+from classification.checkpoint import CHECKPOINT_DIR
 from classification.distributed import ShardSampler
 from classification.errors import UserInputError
 from classification.training.model import NUM_PARAMS, ColModule, SyMPIE
@@ -117,7 +117,6 @@ def test_bare_deeplab_gets_caffe_input():
     deeplab = DeeplabNW()
     wrapped = as_segmenter(deeplab)
     assert isinstance(wrapped, ImagenetInput) and wrapped.model is deeplab
-    assert isinstance(as_segmenter(nn.DataParallel(deeplab)), ImagenetInput)
     assert as_segmenter(wrapped) is wrapped
     other = TinySegmenter()
     assert as_segmenter(other) is other

@@ -17,7 +17,9 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 from PIL import Image
 
+from classification import checkpoint as checkpoint_module
 from classification.errors import UserInputError
+from classification.training import run_config
 from classification.training import train as train_module
 from classification.training import trainer as trainer_module
 from classification.training.model import load_nem_checkpoint
@@ -205,8 +207,8 @@ def distributed_worker(rank: int, world_size: int, port: int, argv: list[str]) -
 
     def fit_and_save_models(trainer):
         fit(trainer)
-        torch.save({"student": train_module.ckpt.trainable_state(trainer.student),
-                    "teacher": train_module.ckpt.trainable_state(trainer.teacher)},
+        torch.save({"student": checkpoint_module.trainable_state(trainer.student),
+                    "teacher": checkpoint_module.trainable_state(trainer.teacher)},
                    trainer.logdir / f"models_rank{rank}.pt")
 
     train_module.Trainer.fit = fit_and_save_models
@@ -296,7 +298,7 @@ def test_resume_refuses_a_different_run(imagenet, tmp_path, capsys):
     logdir = tmp_path / "logs"
     logdir.mkdir()
     args = run_args(imagenet, logdir)
-    train_module.ckpt.write_run_config(logdir, args, world_size=1)
+    run_config.write_run_config(logdir, args, world_size=1)
     common = ["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST]
     assert "already holds a run" in run_main(common, capsys)
     message = run_main([*common, "--resume", "--lr", "0.01"], capsys)
@@ -365,7 +367,7 @@ def test_wrong_segmentation_checkpoint_leaves_no_run_behind(imagenet, tmp_path, 
     nem = tmp_path / "nem.pth"
     from classification.training.model import CorrectColMulti
 
-    torch.save(train_module.ckpt.trainable_state(CorrectColMulti([tiny_classifier()])), nem)
+    torch.save(checkpoint_module.trainable_state(CorrectColMulti([tiny_classifier()])), nem)
     (tmp_path / "city").mkdir()
     logdir = tmp_path / "logs"
     message = error_after_logging(["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--random-init",
@@ -381,12 +383,12 @@ def test_resume_refuses_other_beyond_the_paper_flags_and_an_unrecorded_one(image
     small_run = tmp_path / "small"
     small_args = parse_command_line(build_parser(), ["--recipe", "small", "--imagenet", str(imagenet),
                                                      "--logdir", str(small_run)])
-    train_module.ckpt.write_run_config(small_run, small_args, world_size=1)
+    run_config.write_run_config(small_run, small_args, world_size=1)
     message = run_main(["--imagenet", str(imagenet), "--logdir", str(small_run), *FAST, "--resume"], capsys)
     assert "--recipe was 'small' there and is 'paper' now" in message
 
     logdir = tmp_path / "logs"
-    train_module.ckpt.write_run_config(logdir, run_args(imagenet, logdir, "--labels", "classifier",
+    run_config.write_run_config(logdir, run_args(imagenet, logdir, "--labels", "classifier",
                                                         "--clean-fraction", "0.25"), world_size=1)
     common = ["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--resume"]
     message = run_main([*common, "--clean-fraction", "0.25"], capsys)
@@ -404,10 +406,10 @@ def test_checkpoint_with_other_shapes_is_one_sentence(tmp_path):
     from classification.training.model import CorrectColMulti
 
     model = CorrectColMulti([tiny_classifier()])
-    state = train_module.ckpt.trainable_state(model)
+    state = checkpoint_module.trainable_state(model)
     state["nem.out.weight"] = torch.zeros(5, 512)
     with pytest.raises(UserInputError, match=r"run\.pth does not match this model \(size mismatch for nem\.out\.weight"):
-        train_module.ckpt.load_trainable_state(model, state, tmp_path / "run.pth")
+        checkpoint_module.load_trainable_state(model, state, tmp_path / "run.pth")
 
 
 def test_main_twice_in_one_process_logs_each_line_once():

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from classification.atomic import torch_save
+from classification.checkpoint import read_checkpoint, save_checkpoint
 from classification.distributed import resolve_device
 from classification.errors import UserInputError
 from classification.normalization import Renormalize
@@ -65,18 +65,20 @@ def cached_class_embeddings(cache_file: Path, compute: Callable[[], torch.Tensor
     """Load the embeddings from ``cache_file`` if it was written for ``key``; otherwise compute and save atomically."""
     if cache_file.is_file():
         try:
-            saved = torch.load(cache_file, map_location="cpu", weights_only=True)
-            if saved.get("key") == key:
-                return saved["embeddings"]
+            saved = read_checkpoint(cache_file, "CLIP embedding cache", if_damaged="it is rebuilt")
+        except UserInputError as err:  # a damaged cache is simply rebuilt
+            log.warning("ignoring the unreadable CLIP embedding cache: %s", err)
+        else:
+            embeddings = saved.get("embeddings") if isinstance(saved, dict) and saved.get("key") == key else None
+            if isinstance(embeddings, torch.Tensor):
+                return embeddings
             log.info("%s was written for other settings; recomputing the CLIP class embeddings", cache_file)
-        except Exception as err:  # noqa: BLE001 - a damaged cache is simply rebuilt
-            log.warning("ignoring unreadable CLIP embedding cache %s (%s)", cache_file, type(err).__name__)
     embeddings = compute()
     try:
-        torch_save({"key": key, "embeddings": embeddings}, cache_file)
-    except OSError as err:  # a read-only home or cache folder: the embeddings are still right, only not kept
+        save_checkpoint({"key": key, "embeddings": embeddings}, cache_file)
+    except (OSError, UserInputError) as err:  # a read-only or full cache: the embeddings are right, only not kept
         log.warning("could not cache the CLIP class embeddings in %s (%s); set XDG_CACHE_HOME to a writable folder "
-                    "to keep them", cache_file, err.strerror or err)
+                    "to keep them", cache_file, getattr(err, "strerror", None) or err)
         return embeddings
     log.info("cached CLIP class embeddings in %s", cache_file)
     return embeddings

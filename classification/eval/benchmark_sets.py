@@ -85,8 +85,20 @@ def read_split(split_file: Path) -> list[SplitLine]:
         lines.append(SplitLine(parts[0], int(parts[1]), line_no))
     if not lines:
         raise UserInputError(f"split file {split_file} lists no images.")
+    check_unique(lines, split_file)
     check_class_order(lines, split_file)
     return lines
+
+
+def check_unique(lines: list[SplitLine], split_file: Path) -> None:
+    """Refuse an image listed twice: it would be classified and counted twice (or under two labels)."""
+    first_line: dict[str, int] = {}
+    for line in lines:
+        earlier = first_line.setdefault(line.path, line.line_no)
+        if earlier != line.line_no:
+            raise UserInputError(f"lines {earlier} and {line.line_no} of {split_file} both list {line.path}; every "
+                                 f"image must be listed once (remove the repeated line, or write the file again "
+                                 f"with data/make_splits.py).")
 
 
 def check_class_order(lines: list[SplitLine], split_file: Path) -> None:

@@ -5,12 +5,18 @@
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
+import os
 from pathlib import Path
 
 from classification.atomic import check_output_file
-from classification.errors import report_user_errors
-from classification.eval.grids import GRID_DIR, delta, describe_errors, format_table, load_grid, render_heatmap
+from classification.errors import UserInputError, report_user_errors
+from classification.eval.grids import (GRID_DIR, check_comparable, delta, describe_errors, format_table, heatmap_format,
+                                       load_grid, render_heatmap)
 
 DEFAULT_BASE = GRID_DIR / "none_rn50_2.json"  # rn50_2 alone (python validate.py)
 DEFAULT_DATA = GRID_DIR / "sympie_rn50_2.json"  # rn50_2 behind SyMPIE (python validate.py --colm sympie)
@@ -30,9 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     base, data = load_grid(args.base), load_grid(args.data)
-    diff = delta(data, base)
     base_path, data_path = Path(args.base), Path(args.data)
-    out = check_output_file(args.out or data_path.with_name(f"{data_path.stem}_vs_{base_path.stem}.png"), "--out")
+    if os.path.samefile(base_path, data_path):
+        raise UserInputError(f"--base and --data are the same file ({data_path}); pass the grid without SyMPIE as "
+                             f"--base and the one with SyMPIE as --data.")
+    diff = delta(data, base)
+    check_comparable(data, base)
+    default = data_path.with_name(f"{data_path.stem}_vs_{base_path.stem}.png")
+    out = check_output_file(default if args.out is None else args.out, "--out")
+    heatmap_format(out, "--out")
     print(f"{data.kind.name}: {data_path.name} - {base_path.name} (accuracy points)")
     print(format_table(diff, signed=True))
     for line in describe_errors([(base_path.name, base), (data_path.name, data)]):

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from classification.atomic import atomic_folder, atomic_path, check_output_dir, write_json
-from classification.checkpoints import CHECKPOINT_DIR, resolve_colm
+from classification.checkpoint import CHECKPOINT_DIR, resolve_colm
 from classification.distributed import launched_world_size
 from classification.errors import UserInputError
 from classification.eval.benchmark_sets import SPLIT_FILE

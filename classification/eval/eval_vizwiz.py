@@ -7,6 +7,10 @@ annotations carry labels (see classification/eval/vizwiz.py).
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import logging
 import os
@@ -17,13 +21,12 @@ import torch
 from classification.atomic import check_output_dir, check_output_file, write_json
 from classification.classifiers import build_classifier, check_classifier_name
 from classification.errors import UserInputError, report_user_errors
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import resolve_device
 from classification.eval.evaluate import build_eval_model, eval_defaults
 from classification.eval.vizwiz import VizWiz, accuracy, predict_vizwiz
 from classification.paths import add_config_argument, dataset_path
-from classification.weights import add_trust_argument
 
 log = logging.getLogger("eval_vizwiz")
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from classification.distributed import ShardSampler, autocast, rank_world, sum_over_processes
 from classification.errors import UserInputError
 from classification.eval.benchmark_sets import SEVERITIES, CorruptionGrid
-from classification.eval.preprocess import normalize_uint8
+from classification.eval.preprocess import decode_rgb, normalize_uint8
 from classification.frozen import freeze
 from classification.training.model import SyMPIE
 
@@ -43,10 +44,12 @@ def eval_defaults(device: torch.device, batch_size: int | None, channels_last: b
 
 @dataclass
 class GridCounts:
-    """Correct predictions and images per grid cell, (rows, 5) int64 tensors."""
+    """Correct predictions and images per grid cell, (rows, 5) int64 tensors, and the dataset items left out
+    because their file could not be decoded (``skip_undecodable``)."""
 
     correct: torch.Tensor
     total: torch.Tensor
+    undecodable: list[int] = field(default_factory=list)
 
     @classmethod
     def zeros(cls, rows: int, device: torch.device | str = "cpu") -> "GridCounts":
@@ -88,7 +91,7 @@ class CorrectedClassifier(nn.Module):
 def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike | None,
                      trusted: bool = False) -> nn.Module:
     """The frozen eval-mode model validate.py runs: the classifier, or SyMPIE + classifier (``trusted``:
-    ``--trust-checkpoint``, see :mod:`classification.weights`)."""
+    ``--trust-checkpoint``, see :mod:`classification.checkpoint`)."""
     if colm_checkpoint is None:
         return freeze(classifier)
     return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint, trusted=trusted), classifier))
@@ -96,11 +99,13 @@ def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike |
 
 def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1000, workers: int = 4,
                   device: str | torch.device = "cpu", amp: bool = False, channels_last: bool = False,
-                  debug: bool = False, progress: bool = True) -> GridCounts:
+                  debug: bool = False, progress: bool = True, skip_undecodable: bool = False) -> GridCounts:
     """Classify every item of ``dataset`` (this rank's shard under torch.distributed) and count per cell.
 
     ``model`` takes ImageNet-normalised (B,3,224,224) input and returns logits. With ``debug`` only the
-    first batch (of every rank) is evaluated. Returns the counts summed over all ranks.
+    first batch (of every rank) is evaluated. A file that cannot be decoded stops the run with a sentence
+    naming it, or, with ``skip_undecodable``, is left out and listed in the result. Returns the counts summed
+    over all ranks.
     """
     device = torch.device(device)
     rank, world = rank_world()
@@ -110,13 +115,20 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
     model = model.to(device=device, memory_format=memory_format).eval()
     counts = GridCounts.zeros(len(dataset.categories), device)
     seen = right = 0
+    undecodable: list[int] = []
     bar = tqdm(loader, desc=f"{dataset.kind}", unit="batch", disable=not progress or rank != 0, dynamic_ncols=True)
     with torch.inference_mode():
         for images, labels, rows, columns, indices, decoded in bar:
             if not bool(decoded.all()):
-                bad = dataset.item(int(indices[~decoded][0]))
-                raise UserInputError(f"image {bad.path} (line {bad.line_no} of {dataset.split_file}) cannot be "
-                                     f"decoded; replace the file or remove the line.")
+                if not skip_undecodable:
+                    bad = dataset.item(int(indices[~decoded][0]))
+                    raise UserInputError(f"image {bad.path} (line {bad.line_no} of {dataset.split_file}) cannot be "
+                                         f"decoded; replace the file, remove the line or pass --skip-missing to "
+                                         f"leave such files out.")
+                undecodable += indices[~decoded].tolist()
+                images, labels, rows, columns = (t[decoded] for t in (images, labels, rows, columns))
+                if len(labels) == 0:
+                    continue
             # The memory format is set on the uint8 batch: the normalisation keeps it (no float copy).
             x = normalize_uint8(images.to(device, non_blocking=True).contiguous(memory_format=memory_format))
             with autocast(device, amp):
@@ -129,4 +141,44 @@ def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1
             if debug:
                 break
     counts.all_reduce()
-    return GridCounts(counts.correct.cpu(), counts.total.cpu())
+    return GridCounts(counts.correct.cpu(), counts.total.cpu(), gather_indices(undecodable))
+
+
+def gather_indices(indices: list[int]) -> list[int]:
+    """The sorted union of ``indices`` over the processes of the default group (``indices`` without one)."""
+    world = rank_world()[1]
+    if world == 1:
+        return sorted(indices)
+    gathered: list[list[int] | None] = [None] * world
+    dist.all_gather_object(gathered, indices)
+    return sorted(i for part in gathered for i in part or [])
+
+
+class _Decodes(Dataset):
+    """``[i] -> (i, whether the file of item i decodes)``."""
+
+    def __init__(self, dataset: CorruptionGrid):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, bool]:
+        try:
+            decode_rgb(self.dataset.item(index).path)
+        except (OSError, ValueError, RuntimeError):
+            return index, False
+        return index, True
+
+
+def undecodable_items(dataset: CorruptionGrid, workers: int = 4, progress: bool = True) -> list[int]:
+    """The items of ``dataset`` whose file cannot be decoded (``validate.py --check-files``), checked in
+    ``workers`` loader processes (this rank's shard under torch.distributed, the lists gathered)."""
+    rank, world = rank_world()
+    loader = DataLoader(_Decodes(dataset), batch_size=64, sampler=ShardSampler(len(dataset), rank, world),
+                        num_workers=workers)
+    bad: list[int] = []
+    for indices, decoded in tqdm(loader, desc="checking files", unit="batch", disable=not progress or rank != 0,
+                                 dynamic_ncols=True):
+        bad += indices[~decoded].tolist()
+    return gather_indices(bad)

@@ -11,15 +11,17 @@ clean; C-Bar: the 10).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from classification.atomic import atomic_path
+from classification.atomic import atomic_path, atomic_paths
 from classification.errors import UserInputError
 from classification.eval.benchmark_sets import (IMAGENETC_BAR_CATEGORIES, IMAGENETC_BAR_CORRUPTIONS,
                                                 IMAGENETC_CATEGORIES, IMAGENETC_MIXED_CATEGORIES, SEVERITIES)
@@ -27,6 +29,8 @@ from classification.textfile import read_json
 from classification.training.corruptions import IMAGENET_C
 
 GRID_DIR = Path(__file__).resolve().parent / "json"  # where validate.py writes its grids by default
+METADATA_SUFFIX = ".meta.json"  # the sidecar beside each grid: counts, provenance and the grid's checksum
+CHECKSUM_KEY = "grid_sha256"
 FLOAT32_SLACK = 1e-4  # accuracies are computed in float32 (as the authors' script): 100 % may read 100.0000076
 
 # AlexNet top-1 error (%) per ImageNet-C corruption, averaged over the 5 severities, and on clean images.
@@ -63,6 +67,7 @@ class Grid:
     values: np.ndarray  # (categories, 5) float64, percent
     kind: GridKind
     source: str = ""
+    metadata: dict | None = None  # the .meta.json beside the grid file, when there is one
 
     @property
     def is_imagenetc(self) -> bool:
@@ -125,8 +130,33 @@ def validate_command(path: Path) -> str | None:
     return " ".join(["python classification/eval/validate.py", *flags])
 
 
+def metadata_path(grid_path: str | os.PathLike) -> Path:
+    """The ``.meta.json`` sidecar of a grid file (``none_rn18.json`` -> ``none_rn18.meta.json``)."""
+    return Path(grid_path).with_suffix(METADATA_SUFFIX)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_grid(path: str | os.PathLike, rows: list, metadata: dict) -> Path:
+    """Write a grid and its ``.meta.json`` (``metadata`` plus the grid's checksum) so that they always belong
+    together: both are renamed into place only once both are written, and a reader that finds a grid beside
+    the metadata of another run (a kill between the two renames) sees that the checksum does not match."""
+    path = Path(path)
+    with atomic_paths([path, metadata_path(path)]) as (grid_tmp, metadata_tmp):
+        grid_tmp.write_text(json.dumps(rows))
+        metadata_tmp.write_text(json.dumps({**metadata, CHECKSUM_KEY: sha256_of(grid_tmp)}, indent=1))
+    return path
+
+
 def load_grid(path: str | os.PathLike) -> Grid:
-    """Read a grid JSON written by validate.py (one clear error for a missing file, bad JSON or a wrong shape)."""
+    """Read a grid JSON written by validate.py (one clear error for a missing file, bad JSON or a wrong shape),
+    with the ``.meta.json`` beside it when there is one (refused when it records another grid's checksum)."""
     path = Path(path)
     if not path.exists():
         command = validate_command(path)
@@ -134,8 +164,24 @@ def load_grid(path: str | os.PathLike) -> Grid:
         raise UserInputError(f"grid file {path} does not exist; {how} or fix the path.")
     rows = read_json(path, "grid file", "pass a file written by validate.py (run it again if it was cut short)")
     if isinstance(rows, dict) and "grid" in rows and "rows" in rows:  # the .meta.json sidecar holds the grid too
-        rows = rows["grid"]
-    return grid_from_rows(rows, source=f"grid file {path}")
+        return replace(grid_from_rows(rows["grid"], source=f"grid file {path}"), metadata=rows)
+    return replace(grid_from_rows(rows, source=f"grid file {path}"), metadata=read_metadata(path))
+
+
+def read_metadata(grid_path: Path) -> dict | None:
+    """The ``.meta.json`` of ``grid_path`` if there is one; refused when it belongs to another grid."""
+    sidecar = metadata_path(grid_path)
+    if not sidecar.is_file():
+        return None
+    metadata = read_json(sidecar, "grid metadata", "delete it or run validate.py again")
+    if not isinstance(metadata, dict):
+        raise UserInputError(f"grid metadata {sidecar} holds no JSON object; delete it or run validate.py again.")
+    recorded = metadata.get(CHECKSUM_KEY)
+    if recorded is not None and recorded != sha256_of(grid_path):
+        raise UserInputError(f"grid file {grid_path} and its metadata {sidecar} do not belong together (the metadata "
+                             f"records another grid, e.g. of an earlier run cut short between the two writes); run "
+                             f"validate.py again to write both.")
+    return metadata
 
 
 def delta(data: Grid, base: Grid) -> Grid:
@@ -144,6 +190,30 @@ def delta(data: Grid, base: Grid) -> Grid:
         raise UserInputError(f"{data.source} is an {data.kind.name} grid but {base.source} is an {base.kind.name} grid; "
                              f"compare grids of the same benchmark.")
     return Grid(data.values - base.values, data.kind, f"{data.source} - {base.source}")
+
+
+def _classifier_of(metadata: dict) -> str:
+    clip = metadata.get("clip_templates")
+    return f"{metadata.get('classifier')}" + (f" ({clip} prompts)" if clip else "") + \
+        ("" if metadata.get("pretrained", True) else " with random weights")
+
+
+def _data_set_of(metadata: dict) -> str:
+    dataset = metadata.get("dataset") or {}
+    return f"{dataset.get('kind')} ({dataset.get('images_in_split')} split images" + \
+        (", --quick" if dataset.get("quick") else "") + (", --debug" if metadata.get("debug") else "") + ")"
+
+
+def check_comparable(data: Grid, base: Grid) -> None:
+    """Refuse two grids whose ``.meta.json`` say they come from different classifiers or data sets (a SyMPIE
+    comparison holds both fixed); grids without metadata are taken as they are."""
+    if data.metadata is None or base.metadata is None:
+        return
+    for what, describe in (("classifier", _classifier_of), ("data set", _data_set_of)):
+        ours, theirs = describe(data.metadata), describe(base.metadata)
+        if ours != theirs:
+            raise UserInputError(f"{data.source} was evaluated with the {what} {ours} but {base.source} with {theirs} "
+                                 f"(their .meta.json); compare two grids of one classifier on one data set.")
 
 
 def table(grid: Grid) -> tuple[list[str], list[str], np.ndarray]:
@@ -264,8 +334,19 @@ def render_heatmap(grid: Grid, path: str | os.PathLike, title: str, signed: bool
     draw.text((MARGIN, height - MARGIN - 14), f"avg column: mean over {averaged}", fill=(90, 90, 90), font=font)
     path = Path(path)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format=heatmap_format(path))
     return path
+
+
+def heatmap_format(path: str | os.PathLike, what: str = "heat map") -> str:
+    """The image format the suffix of ``path`` names (``.png`` -> PNG, ``.jpg`` -> JPEG ...), so that the file
+    holds what its name says; an unknown suffix is refused in one sentence naming ``what``."""
+    suffix = Path(path).suffix.lower()
+    known = Image.registered_extensions()
+    if suffix not in known or known[suffix] not in Image.SAVE:
+        raise UserInputError(f"{what} {path} has the suffix {suffix or '(none)'!r}, which names no image format "
+                             f"Pillow writes; end the name with .png (or .jpg, .webp ...).")
+    return known[suffix]
 
 
 def describe_errors(grids: Sequence[tuple[str, Grid]]) -> list[str]:

@@ -23,12 +23,17 @@ rendered so far (a resume with a smaller ``--limit`` keeps the others).
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below (seconds): Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 import contextlib
 import hashlib
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import random
 import shutil
@@ -47,7 +52,7 @@ from tqdm import tqdm
 
 from classification.atomic import atomic_path, check_output_dir, write_json
 from classification.cli import parse_command_line
-from classification.errors import UserInputError, report_user_errors
+from classification.errors import STOP_SIGNALS, UserInputError, report_user_errors
 from classification.eval.benchmark_sets import CROP, SEVERITIES, SPLIT_FILE
 from classification.imagenet import imagenet_class_index
 from classification.rgb8 import pil_rgb8
@@ -286,14 +291,17 @@ def _single_torch_thread():
 
 
 def _start_fork_server() -> None:
-    """Start the fork server (unless it runs) with Ctrl-C ignored. It keeps ignoring it, and so do the workers
-    it forks, from birth: a Ctrl-C while they import torch and set up prints no traceback of theirs, and this
-    process alone reports it (one line). A Ctrl-C in the milliseconds of this call itself is lost."""
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Start the fork server (unless it runs) with Ctrl-C blocked: it keeps it blocked, and ignored once it
+    runs, and so do the workers it forks, from birth: a Ctrl-C of the terminal while they import torch and
+    set up prints no traceback of theirs, and this process alone reports it (one line). Blocked, not
+    ignored, here: a Ctrl-C that reaches this process meanwhile waits and is handled right after. The resource
+    tracker is started first: starting, it unblocks Ctrl-C in the calling thread."""
+    multiprocessing.resource_tracker.ensure_running()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -308,19 +316,28 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 @contextlib.contextmanager
 def _worker_pool(plan: RenderPlan, workers: int):
-    """A pool of ``workers`` render processes, terminated on leaving. A Ctrl-C while it starts is held back
-    until the pool is whole, then raised: a pool cut short in its constructor would leave workers that
-    start after this process has exited and print tracebacks."""
-    interrupted: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    """A pool of ``workers`` render processes, terminated on leaving. Ctrl-C and SIGTERM while it starts are
+    held back until the pool is whole, then delivered again (to whatever handles them here): a pool cut short
+    in its constructor would leave workers that start after this process has exited and print tracebacks."""
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in STOP_SIGNALS}
+    pool = None
     try:
         pool = _pool_context().Pool(workers, initializer=_init_worker, initargs=(plan,))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pool is None:
+            _deliver(held)
     with pool:
-        if interrupted:
-            raise KeyboardInterrupt
+        _deliver(held)
         yield pool
+
+
+def _deliver(signals: list[int]) -> None:
+    """Raise each held signal again, once, in the order they came."""
+    for signum in dict.fromkeys(signals):
+        signal.raise_signal(signum)
 
 
 def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> int:
@@ -345,7 +362,16 @@ def _render_all(plan: RenderPlan, images: list[SourceImage], workers: int) -> in
     return written
 
 
-def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, corruptions: Sequence[str] | None = None,
+def check_apart(val: Path, out: Path) -> None:
+    """Refuse an output folder that is the val folder or lies inside it: the next run would list the rendered
+    files (class folders of JPEGs) as source images."""
+    val_real, out_real = val.expanduser().resolve(), out.resolve()
+    if out_real == val_real or val_real in out_real.parents:
+        raise UserInputError(f"--out {out} lies inside --val {val}; the rendered files would be read as source "
+                             f"images by the next run: choose an output folder outside {val}.")
+
+
+def render(val: Path, out: str | os.PathLike, seed: int = 0, parts: Sequence[str] = PARTS, corruptions: Sequence[str] | None = None,
            extra: bool = False, limit: int | None = None, workers: int = 0) -> dict:
     """Render the benchmark; returns a summary (images, files written, files present, seconds)."""
     start = time.perf_counter()
@@ -361,8 +387,9 @@ def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, co
         raise UserInputError(f"--limit must be a positive number of images, got {limit}.")
     if workers < 0:
         raise UserInputError(f"--workers must be 0 (in this process) or more, got {workers}.")
-    check_output_dir(out, "--out")
-    sources = list_sources(val)
+    out = check_output_dir(out, "--out")
+    check_apart(Path(val), out)
+    sources = list_sources(Path(val))
     check_manifest(out, seed)
     shutil.rmtree(out / STAGING, ignore_errors=True)  # temporaries of a killed run
     plan = RenderPlan(out, seed, tuple(corruptions), tuple(parts))
@@ -385,7 +412,7 @@ def render(val: Path, out: Path, seed: int = 0, parts: Sequence[str] = PARTS, co
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--val", required=True, type=Path, help="ImageNet val class folders (make_clas_val.py --out)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (new, or one to resume)")
+    parser.add_argument("--out", required=True, help="output folder (new, or one to resume)")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="what to render (default: all of them)")

@@ -4,12 +4,16 @@
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below: Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
 from pathlib import Path
 
 from classification.atomic import check_output_file
 from classification.errors import report_user_errors
-from classification.eval.grids import describe_errors, format_table, load_grid, render_heatmap
+from classification.eval.grids import describe_errors, format_table, heatmap_format, load_grid, render_heatmap
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +28,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     grid = load_grid(args.json)
     path = Path(args.json)
-    out = check_output_file(args.out or path.with_suffix(".png"), "--out")
+    out = check_output_file(path.with_suffix(".png") if args.out is None else args.out, "--out")
+    heatmap_format(out, "--out")
     print(f"{grid.kind.name}: {path.name} (accuracy %)")
     print(format_table(grid))
     for line in describe_errors([(path.name, grid)]):

@@ -11,8 +11,11 @@ The grid JSON is a list of rows (categories) of 5 accuracies in percent (severit
 """
 from __future__ import annotations
 
+from classification.errors import stop_quietly_on_signals
+
+stop_quietly_on_signals(__name__)  # before the imports below (seconds): Ctrl-C or SIGTERM meanwhile is one line
+
 import argparse
-import hashlib
 import logging
 import os
 import platform
@@ -27,20 +30,20 @@ import PIL
 import torch
 import torchvision
 
-from classification.atomic import check_output_dir, check_output_file, write_json
+from classification.atomic import check_output_dir, check_output_file
 from classification.classifiers import build_classifier, check_classifier_name
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
 from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
                                      draw_heatmaps, prepare_demo_set, summary_line, write_summary)
-from classification.checkpoints import resolve_colm
+from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
 from classification.distributed import distributed
 from classification.eval.benchmark_sets import DATASETS, CorruptionGrid
-from classification.eval.evaluate import GridCounts, build_eval_model, eval_defaults, evaluate_grid
-from classification.eval.grids import GRID_DIR
+from classification.eval.evaluate import (GridCounts, build_eval_model, eval_defaults, evaluate_grid,
+                                         undecodable_items)
+from classification.eval.grids import GRID_DIR, metadata_path, sha256_of, write_grid
 from classification.paths import add_config_argument, dataset_path
-from classification.weights import add_trust_argument
 from classification.samples import CACHE_ENV
 
 log = logging.getLogger("validate")
@@ -70,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=None, help="dataset folder (overrides config_paths.yaml)")
     parser.add_argument("--split", default=None, help="split file (default: <root>/images.txt)")
     parser.add_argument("--skip-missing", action="store_true",
-                        help="leave out split lines whose image is missing (counted and reported) instead of stopping")
+                        help="leave out images that are missing or cannot be decoded (counted, and listed in the "
+                             ".meta.json) instead of stopping")
+    parser.add_argument("--check-files", action="store_true",
+                        help="first decode every file of the split (in --workers processes) and stop, before the "
+                             "evaluation, if one cannot be decoded (with --skip-missing: list them and go on)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available; "
                                                        "under torchrun cuda:LOCAL_RANK)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the JSON grids (default: json/ beside "
@@ -122,14 +129,6 @@ def make_classifier(args: argparse.Namespace, device: torch.device) -> torch.nn.
                                 device=device)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def versions() -> dict[str, str]:
     import open_clip
     import timm
@@ -149,10 +148,13 @@ def metadata(args: argparse.Namespace, dataset: CorruptionGrid, counts: GridCoun
         "total": counts.total.tolist(),
         "dataset": dataset.describe(),
         "missing_images": [{"path": str(m.path), "line": m.line_no} for m in dataset.missing[:MAX_LISTED_MISSING]],
+        "undecodable": len(counts.undecodable),
+        "undecodable_images": [{"path": str(item.path), "line": item.line_no}
+                               for item in map(dataset.item, counts.undecodable)],
         "classifier": args.clas,
         "clip_templates": args.clip_templates if args.clas == "clip" else None,
         "pretrained": not args.random_init,
-        "checkpoint": None if colm_path is None else {"path": str(colm_path.resolve()), "sha256": sha256(colm_path)},
+        "checkpoint": None if colm_path is None else {"path": str(colm_path.resolve()), "sha256": sha256_of(colm_path)},
         "debug": args.debug,
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
@@ -210,7 +212,7 @@ def run_demo(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) -> Path | None:
     """Evaluate ``args.clas`` (with SyMPIE when ``colm_path`` is set) on the dataset ``key`` at ``root``."""
     out = Path(args.out) / output_name(args, colm_path)
-    for path in (out, out.with_suffix(".meta.json")):  # before hours of evaluation, not after
+    for path in (out, metadata_path(out)):  # before hours of evaluation, not after
         check_output_file(path, "output file")
     with distributed(args.device) as ctx:
         rank, world, device = ctx.rank, ctx.world_size, ctx.device
@@ -221,6 +223,8 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
                         len(dataset.missing), dataset.split_file, dataset.missing[0].path, dataset.missing[0].line_no)
         if len(dataset) == 0:
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
+        if args.check_files:
+            check_files(dataset, args, rank)
         model = build_eval_model(make_classifier(args, device), colm_path, args.trust_checkpoint)
         if rank == 0:
             log.info("%s: %d files to classify (%d of the %d split images, %d categories), classifier %s, "
@@ -230,15 +234,34 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
         tic = time.perf_counter()
         counts = evaluate_grid(model, dataset, batch_size=args.batch_size, workers=args.workers, device=device,
                                amp=args.amp, channels_last=args.channels_last, debug=args.debug,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, skip_undecodable=args.skip_missing)
         seconds = time.perf_counter() - tic
         if rank != 0:
             return None
-        write_json(out, counts.accuracy())
-        write_json(out.with_suffix(".meta.json"),
-                   metadata(args, dataset, counts, colm_path, started, seconds, device, world), indent=1)
+        if counts.undecodable:
+            first = dataset.item(counts.undecodable[0])
+            log.warning("%d files could not be decoded and were left out (first: %s, line %d; all listed in %s)",
+                        len(counts.undecodable), first.path, first.line_no, metadata_path(out))
+        write_grid(out, counts.accuracy(), metadata(args, dataset, counts, colm_path, started, seconds, device, world))
         log.info("wrote %s (%.1f s, %.1f images/s)", out, seconds, len(dataset) / max(seconds, 1e-9))
         return out
+
+
+def check_files(dataset: CorruptionGrid, args: argparse.Namespace, rank: int) -> None:
+    """``--check-files``: decode every file first; stop naming the first that fails, unless ``--skip-missing``
+    (then the evaluation leaves them out)."""
+    bad = undecodable_items(dataset, args.workers, progress=not args.no_progress)
+    if not bad:
+        if rank == 0:
+            log.info("--check-files: all %d files decode", len(dataset))
+        return
+    first = dataset.item(bad[0])
+    if not args.skip_missing:
+        raise UserInputError(f"{len(bad)} of the {len(dataset)} files cannot be decoded, e.g. {first.path} (line "
+                             f"{first.line_no} of {dataset.split_file}); replace them, remove their lines or pass "
+                             f"--skip-missing to leave them out.")
+    if rank == 0:
+        log.warning("--check-files: %d files cannot be decoded and will be left out (first: %s)", len(bad), first.path)
 
 
 if __name__ == "__main__":

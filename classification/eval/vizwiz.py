@@ -7,13 +7,15 @@ listed category ids only.
 
 Ground truth is optional. When present it is read from ``labels`` (``{file name: id or [ids]}``) or from
 ``annotations`` (a list of ``{"image": file name, "category_id": id}`` or ``"category_ids": [ids]``); a
-prediction is correct when it is one of the image's labelled categories.
+prediction is correct when it is one of the image's labelled categories. A label keyed by a path
+(``val/VizWiz_val_00003893.jpg``) counts for the image of that file name; labels that match no image are
+refused in one sentence.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 import torch.nn as nn
@@ -85,7 +87,19 @@ def read_annotations(root: Path) -> VizWizAnnotations:
     labels = _labels(raw, source)
     if not images:
         raise UserInputError(f"'images' in {source} lists no image; re-download the VizWiz-Classification annotations.")
-    return VizWizAnnotations(category_ids, images, labels)
+    return VizWizAnnotations(category_ids, images, match_labels(labels, images, source))
+
+
+def match_labels(labels: dict[str, set[int]], images: list[str], source: Path) -> dict[str, set[int]]:
+    """``labels`` keyed by the entries of ``images``: a label keyed by a path (``val/VizWiz_val_00000001.jpg``)
+    belongs to the image of that file name. Labels that match no image at all are refused in one sentence
+    (they would silently score nothing)."""
+    by_file_name = {PurePosixPath(name).name: name for name in images}
+    matched = {by_file_name.get(PurePosixPath(key).name, key): ids for key, ids in labels.items()}
+    if matched and not any(name in matched for name in images):
+        raise UserInputError(f"the labels in {source} name none of its 'images' (a label is keyed {next(iter(labels))!r}, "
+                             f"an image is {images[0]!r}); key each label by the image's file name.")
+    return matched
 
 
 class VizWiz(Dataset):

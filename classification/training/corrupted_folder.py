@@ -28,6 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS  # what ImageFolder reads
 from torchvision.transforms.v2 import functional as TF
 
 from classification.errors import UserInputError
+from classification.rgb8 import pil_rgb8
 from classification.normalization import normalize
 from classification.training.corruptions import (CORRUPTIONS, TRAINING_SET, TRAINING_SET_NO_COLOR, corrupt,
                                                  corrupt_batch, sample_corruption)
@@ -222,7 +223,7 @@ class DistortImageFolder(Dataset):
             path, label = self.samples[index]
             try:
                 with Image.open(path) as image:
-                    return image.convert("RGB"), label
+                    return pil_rgb8(image), label
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 if path not in self._reported:
                     self._reported.add(path)

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from classification.frozen import freeze
 from classification.normalization import IMAGENET_MEAN, IMAGENET_STD
-from classification.weights import match_state_dict, meta_state_dict, read_checkpoint
+from classification.checkpoint import CHECKPOINTS_README, match_state_dict, meta_state_dict, read_checkpoint
 
 NUM_PARAMS = 37
 ESTIMATION_SIZE = 224   # the NEM always sees a 224x224 view ...
@@ -82,13 +82,17 @@ def identity_init_(nem: ColModule) -> ColModule:
     return nem
 
 
-def check_images(x: torch.Tensor) -> None:
-    """Raise ValueError unless ``x`` is a floating (B,3,H,W) tensor."""
+def check_images(x: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    """Raise ValueError unless ``x`` is a floating (B,3,H,W) tensor, of ``dtype`` (the weights') if given and
+    autocast is off (a float16 batch into a float32 model would fail inside a convolution)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected ImageNet-normalised images as a float tensor of shape (B,3,H,W), got {got}")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"expected images of at least one pixel, got a tensor of shape {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"expected {dtype} images, the dtype of the model's weights, got {x.dtype}; convert the "
+                         f"images (x.to({dtype})) or the model (model.to({x.dtype})), or run under torch.autocast")
 
 
 def check_params(params: torch.Tensor, batch: int) -> None:
@@ -152,7 +156,7 @@ class SyMPIE(nn.Module):
     it for other sizes); the warp runs at full resolution, then the clamp (active in eval mode).
     """
 
-    def __init__(self, nem: ColModule | None = None):
+    def __init__(self, nem: nn.Module | None = None):
         super().__init__()
         self.nem = nem if nem is not None else ColModule()
         self.warp = ColWarp()
@@ -160,15 +164,26 @@ class SyMPIE(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        trusted: bool = False) -> "SyMPIE":
-        """Load a NEM checkpoint (any form :func:`load_nem_checkpoint` accepts), in eval mode."""
+                        trusted: bool = False, fused: bool = True) -> "SyMPIE":
+        """Load a NEM checkpoint (any form :func:`load_nem_checkpoint` accepts), in eval mode.
+
+        ``fused``: the NEM is the inference-only :class:`~classification.training.inference.FusedNEM`
+        (same outputs, faster; ``train()`` is refused); ``fused=False`` gives the plain ``ColModule``.
+        """
         nem = ColModule()
         nem.load_state_dict(load_nem_checkpoint(path, map_location, trusted))
-        return cls(nem).eval()
+        return cls(nem).eval().fused() if fused else cls(nem).eval()
+
+    def fused(self) -> "SyMPIE":
+        """This SyMPIE with its NEM replaced by a :class:`~classification.training.inference.FusedNEM`
+        built from it (eval mode, inference only); the warp and clamp are shared."""
+        from classification.training.inference import FusedNEM  # inference.py builds on this module
+
+        return type(self)(FusedNEM(self.nem)).eval()
 
     def estimate(self, images: torch.Tensor) -> torch.Tensor:
         """The (B,37) warp parameters of ``images``."""
-        check_images(images)
+        check_images(images, self.nem.out.weight.dtype)
         return self.nem(estimation_view(images))
 
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -232,7 +247,7 @@ def extract_nem_state_dict(obj: Mapping, source: str = "checkpoint") -> dict[str
     (DataParallel/DDP), or a training checkpoint (``{'student': CorrectColMulti state_dict, ...}``).
 
     Raises UserInputError naming ``source`` for wrong keys or shapes and for NaN/infinite weights
-    (:func:`classification.weights.match_state_dict`).
+    (:func:`classification.checkpoint.match_state_dict`).
     """
     return match_state_dict(obj, meta_state_dict(ColModule), source, "a SyMPIE (NEM) checkpoint",
                             "Pass sympie.pth or a file written by train.py.", CHECKPOINT_MODEL_KEYS, NEM_PREFIX)
@@ -241,5 +256,5 @@ def extract_nem_state_dict(obj: Mapping, source: str = "checkpoint") -> dict[str
 def load_nem_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                         trusted: bool = False) -> dict[str, torch.Tensor]:
     """Read ``path`` (tensors only unless ``trusted``) and return the NEM state_dict in it."""
-    obj = read_checkpoint(path, "SyMPIE checkpoint", trusted, map_location)
+    obj = read_checkpoint(path, "SyMPIE checkpoint", trusted, map_location, if_missing=f"see {CHECKPOINTS_README}")
     return extract_nem_state_dict(obj, source=f"SyMPIE checkpoint {path}")

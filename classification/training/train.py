@@ -12,7 +12,8 @@ state_dicts ``best_uw.pth``, ``best_uo.pth``, ``best_city.pth``, ``best_acdc.pth
 ``final_ema.pth`` (all usable as ``--colm``).
 
 This file is the wiring: flags (here), recipes (recipes/), data (batches.py), the loop (trainer.py), the log
-(run_log.py), stopping (preemption.py) and checkpoints (checkpointing.py).
+(run_log.py), stopping (preemption.py), the run record (run_config.py) and checkpoints
+(classification/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from classification.distributed import distributed, launched_rank, launched_worl
 from classification.errors import UserInputError, report_user_errors
 from classification.imagenet import imagenet_class_index
 from classification.paths import add_config_argument, dataset_path
-from classification.training import checkpointing as ckpt
+from classification import checkpoint as ckpt
+from classification.training import run_config
 from classification.training.batches import DataSettings, TrainingBatches
 from classification.training.corrupted_folder import VAL_EVERY, scan_image_folder, training_methods
 from classification.training.engine import DISTILL_MODES
@@ -41,7 +43,6 @@ from classification.training.preemption import Preempted
 from classification.training.recipes import RECIPES, parse_command_line, photo_folder
 from classification.training.run_log import log_file, setup_logging
 from classification.training.trainer import Trainer
-from classification.weights import add_trust_argument
 from segmentation.validation import build_validators
 
 log = logging.getLogger("sympie.train")
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     add_classifier_args(model, several=True)
     model.add_argument("--classifier-dir", help="folder of the robust classifiers' checkpoints")
-    add_trust_argument(model)
+    ckpt.add_trust_argument(model)
     model.add_argument("--init", default=INITS[0],
                        help="NEM output layer at the start: 'random' (the paper's) or 'identity' (zero weights, bias "
                             "= the identity warp, so the corrected image starts equal to the input)")
@@ -220,12 +221,12 @@ def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
 
 def check_resume(logdir: Path, args: argparse.Namespace, world_size: int) -> bool:
     """Whether there is a checkpoint to continue from; a log dir that holds another run is refused."""
-    resume = ckpt.check_logdir(logdir, args, world_size)
+    resume = run_config.check_logdir(logdir, args, world_size)
     if args.resume and not resume:
-        if not (logdir / ckpt.RUN_CONFIG).exists():  # not even the start of a run: most likely a mistyped folder
-            raise UserInputError(f"--resume: log dir {logdir} holds no run to continue (no {ckpt.CHECKPOINT}); check "
-                                 f"--logdir, or drop --resume to start a new run there.")
-        log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / ckpt.CHECKPOINT)
+        if not (logdir / run_config.RUN_CONFIG).exists():  # not even the start of a run: most likely a mistyped folder
+            raise UserInputError(f"--resume: log dir {logdir} holds no run to continue (no {run_config.CHECKPOINT}); "
+                                 f"check --logdir, or drop --resume to start a new run there.")
+        log.info("--resume: %s holds no checkpoint yet, starting from scratch", logdir / run_config.CHECKPOINT)
     return resume
 
 
@@ -236,7 +237,7 @@ def removed_unless_started(logdir: Path, is_main: bool) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if made and is_main and not (logdir / ckpt.RUN_CONFIG).exists():
+        if made and is_main and not (logdir / run_config.RUN_CONFIG).exists():
             shutil.rmtree(logdir, ignore_errors=True)
         raise
 
@@ -273,9 +274,9 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
         validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
                                       args.val_workers, ctx.device, trusted=args.trust_checkpoint)
         data = TrainingBatches(root, scan, data_settings(args), ctx)
-        trainer = Trainer(args, ctx, classifiers, data, ckpt.recipe(args, world_size), resume, validators)
+        trainer = Trainer(args, ctx, classifiers, data, run_config.recipe(args, world_size), resume, validators)
         if ctx.is_main:  # only now, so that a wrong segmentation checkpoint leaves no run behind
-            ckpt.write_run_config(logdir, args, world_size)
+            run_config.write_run_config(logdir, args, world_size)
         trainer.fit()
     return logdir
 

@@ -17,10 +17,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from classification.atomic import torch_save
 from classification.distributed import DistributedContext, all_gather_objects, all_reduce_mean, barrier
 from classification.errors import UserInputError
-from classification.training import checkpointing as ckpt
+from classification import checkpoint as ckpt
+from classification.training import run_config
 from classification.training.batches import TrainingBatches
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import (TRAIN_METRICS, calibrate_batchnorm, classifier_targets, freeze_batchnorm,
@@ -67,7 +67,7 @@ class Trainer:
 
     ``validators`` score the student's NEM after every epoch besides the held-out split (``{name:
     validator(nem) -> score}``, higher is better; each best is saved as ``best_<name>.pth``). ``record`` is the
-    run's recipe as :func:`checkpointing.recipe` writes it into every checkpoint.
+    run's recipe as :func:`run_config.recipe` writes it into every checkpoint.
     """
 
     def __init__(self, args: argparse.Namespace, ctx: DistributedContext, classifiers: Sequence[nn.Module],
@@ -228,7 +228,7 @@ class Trainer:
             self._save_checkpoint(steps_done)
         if self.ctx.is_main:
             log.info("%s: %s holds the state after step %d; continue with --resume", signal_name(signum),
-                     self.logdir / ckpt.CHECKPOINT, steps_done)
+                     self.logdir / run_config.CHECKPOINT, steps_done)
         raise Preempted(signum, steps_done)
 
     def _stop_if_diverged(self, check_weights: bool = False) -> None:
@@ -240,7 +240,7 @@ class Trainer:
                 first = -1
         if first is None:
             return
-        path = self.logdir / ckpt.CHECKPOINT
+        path = self.logdir / run_config.CHECKPOINT
         where = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint had been written yet"
         what = (f"the loss became infinite or NaN at step {first + 1}" if first >= 0 else
                 "the weights became infinite or NaN")
@@ -263,11 +263,11 @@ class Trainer:
             "rng": all_gather_objects(ckpt.rng_state(), self.ctx),
         }
         if self.ctx.is_main:
-            ckpt.save_training_checkpoint(self.logdir / ckpt.CHECKPOINT, state)
+            ckpt.save_training_checkpoint(self.logdir / run_config.CHECKPOINT, state)
         barrier(self.ctx)
 
     def _load_checkpoint(self) -> None:
-        path = self.logdir / ckpt.CHECKPOINT
+        path = self.logdir / run_config.CHECKPOINT
         state = ckpt.load_training_checkpoint(path)
         ckpt.load_trainable_state(self.student, state["student"], path)
         ckpt.load_trainable_state(self.teacher, state["teacher"], path)
@@ -284,5 +284,5 @@ class Trainer:
 
 def export_half(model: nn.Module, path: Path) -> None:
     """The NEM state_dict of ``model`` with floating tensors in float16, written atomically."""
-    torch_save({k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
-                for k, v in model.nem.state_dict().items()}, path)
+    ckpt.save_checkpoint({k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+                          for k, v in model.nem.state_dict().items()}, path)

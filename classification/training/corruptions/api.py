@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Sequence
 
@@ -89,6 +90,7 @@ def corrupt_batch(
         raise UserInputError(f"images must be a Bx3xHxW floating-point tensor in [0, 1], got {given}")
     if images.shape[2] == 0 or images.shape[3] == 0:
         raise UserInputError(f"images must have at least one pixel, got a {tuple(images.shape)} tensor")
+    _check_unit_range(images)
     count = images.shape[0]
     names = [_check_name(name) for name in _per_image(names, count, "corruption name")]
     severities = [_check_severity(severity) for severity in _per_image(severities, count, "severity")]
@@ -117,6 +119,36 @@ def corrupt_batch(
     return out.mul_(255).round_().clamp_(0, 255).div_(255).to(images.dtype)
 
 
+def _check_unit_range(images: torch.Tensor) -> None:
+    """Refuse values outside [0, 1]: 0..255 pixel values would come out all white and ImageNet-normalised ones
+    clipped, and a NaN pixel spreads over its whole image through the blurs and FFTs."""
+    if images.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if 0.0 <= low and high <= 1.0:  # also false for NaN
+        return
+    if math.isnan(low) or math.isnan(high):
+        first = int(torch.isnan(images.detach()).flatten(1).any(1).nonzero()[0])
+        problem, advice = f"hold NaN (first in image {first})", "replace the NaN pixels first"
+    elif math.isinf(low) or math.isinf(high):
+        problem, advice = "hold infinite values", "replace them first"
+    elif low >= 0.0 and high <= 255.0:
+        problem, advice = f"go up to {high:g}", "0..255 pixel values? divide them by 255 first"
+    elif low < 0.0:
+        problem, advice = f"go down to {low:.3g}", "ImageNet-normalised? undo it first (x * std + mean)"
+    else:
+        problem, advice = f"range from {low:.3g} to {high:.3g}", "rescale them to [0, 1] first"
+    raise UserInputError(f"images must be RGB values in [0, 1] but {problem}; {advice}.")
+
+
+def _check_seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise UserInputError(f"seed must be None or an integer from 0 to 2**64 - 1, got {seed!r}")
+    return int(seed)
+
+
 def _as_uint8_image(image: np.ndarray | Image.Image) -> np.ndarray:
     if isinstance(image, Image.Image):
         if image.mode != "RGB":
@@ -138,7 +170,7 @@ def corrupt(image: np.ndarray | Image.Image, name: str, severity: int, seed: int
     thread of the calling thread (see ``threads.py``; no global setting is changed).
     """
     image = _as_uint8_image(image)
-    name, severity = _check_name(name), _check_severity(severity)
+    name, severity, seed = _check_name(name), _check_severity(severity), _check_seed(seed)
     if severity == 0:
         return image.copy()
     generator = torch.Generator()

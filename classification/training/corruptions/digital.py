@@ -12,6 +12,8 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from classification.training.corruptions.convert import to_float_tensor, to_uint8_array
 from classification.training.corruptions.filters import gaussian_filter, sample_bilinear
+from classification.training.corruptions.jpeg import jpeg_round_trip
+from classification.training.corruptions.pil_box import box_pixelate, box_upscale_index
 from classification.training.corruptions.registry import register, register_array
 
 
@@ -131,30 +133,36 @@ def _through_arrays(x: torch.Tensor, transform: Callable[[np.ndarray], np.ndarra
     return torch.from_numpy(out.astype(np.float32)).to(x.device, x.dtype) / 255
 
 
-def _box_upscale_index(small: int, large: int) -> np.ndarray:
-    """Source index of every output pixel of PIL's BOX resize from ``small`` up to ``large`` pixels: the
-    box is narrower than an input pixel, so each output pixel copies the input pixel under its centre."""
-    return np.floor((np.arange(large) + 0.5) * (small / large)).astype(np.int32)
-
-
 @lru_cache(maxsize=64)
 def _nearest_is_box(small: int, large: int) -> bool:
     """Whether PIL's (much faster) NEAREST upscale picks the same pixels as BOX for these lengths; it
     rounds its coordinates differently on a few lengths, so each pair is checked once, on an index ramp."""
     ramp = Image.fromarray(np.arange(small, dtype=np.int32)[None])
     picked = np.asarray(ramp.resize((large, 1), Image.Resampling.NEAREST))[0]
-    return bool(np.array_equal(picked, _box_upscale_index(small, large)))
+    return bool(np.array_equal(picked, box_upscale_index(small, large)))
+
+
+PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
+
+
+def pixelated_size(height: int, width: int, severity: int) -> tuple[int, int]:
+    """The (height, width) pixelate scales an image down to: by ``c``, keeping at least one pixel a side,
+    where ImageNet-C's code fails (sides under 1/c pixels)."""
+    c = PIXELATE[severity - 1]
+    return max(1, int(height * c)), max(1, int(width * c))
 
 
 def pixelate_array(image: np.ndarray, severity: int) -> np.ndarray:
-    """PIL BOX downscale by ``c`` and BOX upscale back, on one HxWx3 uint8 image (the small image keeps at
-    least one pixel a side, where ImageNet-C's code fails: sides under 1/c pixels)."""
-    c = (0.6, 0.5, 0.4, 0.3, 0.25)[severity - 1]
+    """PIL BOX downscale to :func:`pixelated_size` and BOX upscale back, on one HxWx3 uint8 image."""
     h, w = image.shape[:2]
-    small = Image.fromarray(image).resize((max(1, int(w * c)), max(1, int(h * c))), Image.Resampling.BOX)
+    small_height, small_width = pixelated_size(h, w, severity)
+    small = Image.fromarray(image).resize((small_width, small_height), Image.Resampling.BOX)
     if _nearest_is_box(small.width, w) and _nearest_is_box(small.height, h):
         return np.asarray(small.resize((w, h), Image.Resampling.NEAREST))
     return np.asarray(small.resize((w, h), Image.Resampling.BOX))
+
+
+JPEG_QUALITY = (25, 18, 15, 10, 7)
 
 
 def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
@@ -163,7 +171,7 @@ def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
     Both steps run in torchvision's libjpeg-turbo, the library PIL uses too, with the same defaults
     (4:2:0 chroma, integer DCT): the bytes equal PIL's (checked by the tests) in about half the time.
     """
-    quality = (25, 18, 15, 10, 7)[severity - 1]
+    quality = JPEG_QUALITY[severity - 1]
     if not (image.flags.c_contiguous and image.flags.writeable):
         image = np.array(image)  # torch wraps read-only memory only with a warning
     chw = torch.from_numpy(image).permute(2, 0, 1)  # HWC memory: encoded without a copy
@@ -172,11 +180,19 @@ def jpeg_array(image: np.ndarray, severity: int) -> np.ndarray:
 
 @register("pixelate")
 def pixelate(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """PIL on the CPU; elsewhere the same round trip as tensor ops, byte for byte (``pil_box.py``)."""
+    if x.device.type != "cpu":
+        out = box_pixelate(x, *pixelated_size(*x.shape[-2:], severity))
+        if out is not None:
+            return out
     return _through_arrays(x, lambda image: pixelate_array(image, severity))
 
 
 @register("jpeg_compression")
 def jpeg_compression(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """libjpeg on the CPU; elsewhere its steps as tensor ops (``jpeg.py``; a grey level off on a few pixels)."""
+    if x.device.type != "cpu":
+        return jpeg_round_trip(x, JPEG_QUALITY[severity - 1])
     return _through_arrays(x, lambda image: jpeg_array(image, severity))
 
 

@@ -1,8 +1,10 @@
-"""What a training run writes to its log dir besides TensorBoard events, and how ``--resume`` reads it back.
+"""The log dir of a training run: what it holds, the run's configuration, and the check that ``--resume``
+continues the same run.
 
-- ``run_config.json``: every flag, the recipe, library versions and the git commit;
+- ``run_config.json``: every flag, the recipe, library versions and the git commit (:func:`write_run_config`);
 - ``checkpoint.pth``: the full training state after every epoch (student, teacher, optimizer,
-  scheduler, counters, best scores, RNG states of every process);
+  scheduler, counters, best scores, RNG states of every process; written and read by
+  :mod:`classification.checkpoint`);
 - ``best_*.pth``, ``final.pth``, ``final_ema.pth``: plain NEM state_dicts (usable as ``--colm``).
 """
 from __future__ import annotations
@@ -11,23 +13,19 @@ import argparse
 import datetime
 import json
 import platform
-import random
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from classification.atomic import torch_save, write_json
+from classification.atomic import write_json
 from classification.errors import UserInputError
 from classification.paths import REPO_ROOT
 
 RUN_CONFIG = "run_config.json"
 CHECKPOINT = "checkpoint.pth"
-CHECKPOINT_FORMAT = "sympie-training-checkpoint-1"
-FROZEN_PREFIX = "classifiers."
 
 # Flags that define the run: resuming with any of them changed would not continue the same run.
 RECIPE_KEYS = ("recipe", "classifiers", "random_init", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
@@ -102,59 +100,3 @@ def check_logdir(logdir: Path, args: argparse.Namespace, world_size: int) -> boo
             raise UserInputError(f"log dir {logdir} holds a different run: {flag} was {saved[key]!r} there "
                                  f"and is {value!r} now; resume with the same flags or choose another --logdir.")
     return checkpoint.exists()
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict of a CorrectColMulti without its frozen classifiers (NEM and clamp buffers)."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
-
-
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Inverse of :func:`trainable_state`; the classifiers stay as they are."""
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # same names, other shapes
-        raise UserInputError(f"{source} does not match this model ({str(err).splitlines()[-1].strip()}); choose "
-                             f"another --logdir.") from None
-    missing = [k for k in missing if not k.startswith(FROZEN_PREFIX)]
-    if missing or unexpected:
-        raise UserInputError(f"{source} does not match this model (missing {missing[:4]}, unexpected "
-                             f"{unexpected[:4]}); choose another --logdir.")
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global random generator of this process, as tensors and plain Python values (so that the
-    checkpoint loads with ``torch.load(weights_only=True)``)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_training_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
-
-
-def load_training_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise UserInputError(f"{path} could not be read ({type(err).__name__}); it may be damaged, "
-                             f"remove it to start over or choose another --logdir.") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise UserInputError(f"{path} is not a training checkpoint of train.py; choose another --logdir.")
-    return state
-
-
-def save_nem(path: Path, model: nn.Module) -> None:
-    """A plain NEM state_dict (the released ``sympie.pth`` format), written atomically."""
-    torch_save({k: v.detach().cpu() for k, v in model.nem.state_dict().items()}, path)
