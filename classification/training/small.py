@@ -4,8 +4,9 @@ The paper trains on ImageNet with labels for 50k iterations on 8 GPUs. This reci
 module in front of the offline ``effnet_lite0`` on a handful of public-domain photos
 (``classification/training/demo_photos/train``, none of them an ImageNet image or a demo sample), with
 the classifier's own output on the clean crop as the target (``--labels classifier``), so that a
-newcomer's machine can produce a useful estimator. Every setting below was chosen by experiment; the
-table is in ``classification/training/README.md`` ("Small-scale path").
+newcomer's machine can produce a useful estimator. The recipe's flags are in
+``classification/training/recipes/small.yaml``, its table in ``classification/training/README.md``
+("Small-scale path"); this module makes its training folder.
 
 The photos become a flat folder of seeded variants (a random square crop of 60-100 % of the short
 side, maybe mirrored, resized to :data:`VARIANT_SIZE`) in the cache (``$SYMPIE_CACHE`` or
@@ -13,7 +14,6 @@ side, maybe mirrored, resized to :data:`VARIANT_SIZE`) in the cache (``$SYMPIE_C
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import random
 from collections.abc import Sequence
@@ -31,50 +31,6 @@ VARIANTS_PER_PHOTO = 96  # 480 files for 5 photos: the validation split (1 in 50
 VARIANT_SIZE = 256
 VARIANT_SEED = 0
 FOLDER_PREFIX = "small_photos_v1_"  # bump the version when the variant recipe changes
-
-# the colour corruptions the demo model is meant to undo, drawn three times as often as the others
-COLOR_CORRUPTIONS = ("brightness", "contrast", "saturate", "darken", "sunset", "night", "white")
-
-# flag -> value of the small-scale recipe (explicit flags still win)
-SMALL_SETTINGS = {
-    "classifiers": ["effnet_lite0"],
-    "device": "cpu",
-    "init": "identity",
-    "labels": "classifier",
-    "distill": "kl",
-    "temperature": 1.0,
-    "clean_fraction": 0.25,
-    "freeze_nem_bn": True,
-    "round2_weight": 0.0,
-    "lr": 5e-5,
-    "batch_size": 8,
-    "epochs": 1,
-    "iters_per_epoch": 300,
-    "workers": 0,
-    "val_workers": 0,
-    "val_iters": 1,
-    "print_every": 25,
-    "image_every": 0,
-    "logdir": "logs/sympie_small",
-    "corruptions": None,  # set below: the paper's 23 with the colour ones weighted
-}
-
-
-def small_corruption_mix() -> list[str]:
-    """The 23 training corruptions, each colour corruption listed three times (so drawn 3x as often)."""
-    from classification.training.corruptions import TRAINING_SET
-
-    return [name for name in TRAINING_SET for _ in range(3 if name in COLOR_CORRUPTIONS else 1)]
-
-
-def parse_small_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line re-parsed with the small recipe's settings as defaults, and the photo variants as
-    the training folder unless ``--imagenet`` names another one."""
-    args = parser.parse_args(argv)
-    parser.set_defaults(**{**SMALL_SETTINGS, "corruptions": small_corruption_mix()})
-    if args.imagenet is None:  # the photos, also when --config names a file (for the segmentation folders)
-        parser.set_defaults(imagenet=str(photo_variant_folder()))
-    return parser.parse_args(argv)
 
 
 def photo_variant_folder(photos: Path = PHOTOS_DIR) -> Path:
