@@ -95,6 +95,8 @@ def test_fused_nem_refuses_training_and_bad_images():
         fused(torch.zeros(1, 3, 0, 5))
     with pytest.raises(ValueError, match="float tensor"):
         fused.nem(torch.zeros(1, 3, 224, 224, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="expected torch.float32 images"):  # the kernel's dtypes aside
+        fused.nem(torch.zeros(1, 3, 224, 224, dtype=torch.float16))
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter takes CPU tensors")

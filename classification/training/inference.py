@@ -89,7 +89,7 @@ class FusedNEM(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x)
+        check_images(x, self.out.weight.dtype)
         h = stem_pool(x, self.stem_weight, self.stem_bias)
         for i, block in enumerate(self.blocks):
             h = block(h, pooled=i == 0)
