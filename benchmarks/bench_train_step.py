@@ -1,12 +1,16 @@
-"""Training speed: seconds per step and peak memory, and the data pipeline's images/s.
+"""Training speed: seconds per step, its ratio to one plain step, peak memory, and the data pipeline's images/s.
 
-    python benchmarks/bench_train_step.py                        # CPU, batch 8, both classifiers
+    python benchmarks/bench_train_step.py                        # CPU, batch 8, rn18, effnet_lite0, rn50_2
+    python benchmarks/bench_train_step.py --classifiers rn18 --threads 1 --steps 7
     python benchmarks/bench_train_step.py --device cuda --batch-size 48 --steps 20
 
-1. One full training step (teacher pass, two student rounds with backward, Adam, cosine, EMA) at
-   224x224 for EfficientNet-Lite0 (offline pretrained weights) and ResNet-50 (random weights); each
-   configuration runs in a fresh process so that its peak memory (RSS on CPU, allocator peak on CUDA)
-   is its own.
+1. One training step as the loop runs it on a step that logs nothing (teacher correction, two student
+   rounds with backward, Adam, cosine, EMA), against one plain step of the same batch and precision
+   (NEM + frozen classifier forward and backward, cross-entropy, Adam), timed alternately, in fp32 and
+   with ``--amp``; at 224x224 for each classifier (effnet_lite0 pretrained offline, the others random);
+   each configuration runs in a fresh process so that its peak memory (RSS on CPU, allocator peak on
+   CUDA) is its own. The recipe's step does about 2.3 plain steps of work (two student rounds and a
+   teacher pass without the classifier): the target is a ratio of at most 2.4 on the CPU.
 2. Samples per second: decoding and cropping alone, the loader path (decode, crop and corrupt one
    image at a time, as the DataLoader workers do) and ``--gpu-corruptions`` (decode and crop in the
    loader, the batch corrupted on the device; the decode + crop time is included).
@@ -24,15 +28,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from classification.classifiers import build_classifier
+from classification.distributed import autocast
 from classification.training.corrupted_folder import DistortImageFolder, training_methods
 from classification.training.ema import add_gradient_clamp_hooks
 from classification.training.engine import DeviceCorruptions, prepare_batch, train_step
 from classification.training.model import CorrectColMulti
 
-CLASSIFIERS = {"effnet_lite0": True, "rn50_2": False}  # name -> pretrained (ResNet-50 with random weights)
+CLASSIFIERS = {"rn18": False, "effnet_lite0": True, "rn50_2": False}  # name -> pretrained (offline weights only)
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -41,28 +47,53 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def time_steps(name: str, batch_size: int, steps: int, device_name: str, threads: int) -> dict:
-    """Runs in its own process: build the models, one warm-up step, then ``steps`` timed steps."""
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_step(model: CorrectColMulti, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               amp: bool) -> None:
+    """NEM + frozen classifier forward and backward, cross-entropy, Adam: what one student round costs."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(x.device, amp):
+        logits, _, _ = model(x, 0)
+    F.cross_entropy(logits.float(), y).backward()
+    optimizer.step()
+
+
+def time_steps(name: str, batch_size: int, steps: int, device_name: str, threads: int, amp: bool) -> dict:
+    """Runs in its own process: build the models, one warm-up of each, then ``steps`` timed pairs (a plain
+    step, then a training step)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = torch.device(device_name)
-    student = CorrectColMulti([build_classifier(name, pretrained=CLASSIFIERS[name])]).to(device)
+    student = CorrectColMulti([build_classifier(name, pretrained=CLASSIFIERS.get(name, False))]).to(device)
     teacher = CorrectColMulti(student.classifiers).to(device).eval().requires_grad_(False)
+    plain = CorrectColMulti(student.classifiers).to(device)
+    if device.type == "cuda":  # as train.py does
+        student.classifiers.to(memory_format=torch.channels_last)
     add_gradient_clamp_hooks(student.nem.parameters())
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    plain_optimizer = torch.optim.Adam([p for p in plain.parameters() if p.requires_grad], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps + 1)
     x, z = torch.randn(2, batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (batch_size,), device=device)
     baseline = peak_memory_mib(device)
-    seconds = []
+    seconds = {"plain": [], "train": []}
     for step in range(steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        train_step(student, teacher, x, y, z, clasid=0, optimizer=optimizer, scheduler=scheduler).metrics["loss"].item()
-        if step:  # the first step is a warm-up
-            seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds, "peak_mib": peak_memory_mib(device), "before_mib": baseline}
+        for kind in ("plain", "train"):
+            synchronize(device)
+            start = time.perf_counter()
+            if kind == "plain":
+                plain_step(plain, x, y, plain_optimizer, amp)
+            else:
+                train_step(student, teacher, x, y, z, clasid=0, optimizer=optimizer, scheduler=scheduler, amp=amp,
+                           with_metrics=False)
+            synchronize(device)
+            if step:  # the first of each is a warm-up
+                seconds[kind].append(time.perf_counter() - start)
+    return {**seconds, "peak_mib": peak_memory_mib(device), "before_mib": baseline}
 
 
 def write_images(folder: Path, count: int) -> None:
@@ -105,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per classifier (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=3, help="timed step pairs per configuration (after a warm-up)")
+    parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIERS), choices=list(CLASSIFIERS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-batches", type=int, default=20, help="batches for the images/s comparison")
     parser.add_argument("--skip-steps", action="store_true", help="only measure the data pipeline")
@@ -115,13 +147,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.skip_steps:
         context = multiprocessing.get_context("spawn")
-        for name in CLASSIFIERS:
-            with context.Pool(1) as pool:
-                result = pool.apply(time_steps, (name, args.batch_size, args.steps, args.device, args.threads))
-            label = name if CLASSIFIERS[name] else f"{name} (random weights)"
-            print(f"train step  {label:28s} median {statistics.median(result['seconds']):7.2f} s/step "
-                  f"(min {min(result['seconds']):.2f}, {len(result['seconds'])} steps)  "
-                  f"peak memory {result['peak_mib']:7.0f} MiB (models built: {result['before_mib']:.0f} MiB)")
+        for name in args.classifiers:
+            for amp in (False, True):
+                with context.Pool(1) as pool:
+                    result = pool.apply(time_steps, (name, args.batch_size, args.steps, args.device, args.threads, amp))
+                train, plain = statistics.median(result["train"]), statistics.median(result["plain"])
+                label = (name if CLASSIFIERS.get(name) else f"{name} (random weights)") + (" --amp" if amp else "")
+                print(f"train step  {label:36s} median {train:7.3f} s/step, plain step {plain:7.3f} s: ratio "
+                      f"{train / plain:4.2f} ({len(result['train'])} pairs)  peak memory {result['peak_mib']:7.0f} MiB "
+                      f"(models built: {result['before_mib']:.0f} MiB)", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp), 64)

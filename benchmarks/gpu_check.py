@@ -176,7 +176,8 @@ def step_inference(device: torch.device, sizes: Sizes, workdir: Path) -> str:
             rates[label] = rate(lambda: model(x), len(x), device)
     added = rates["alone"] / rates["behind SyMPIE"] - 1
     return (f"{sizes.classifier} batch {len(x)} 224x224{', bf16' if amp else ''}: "
-            f"alone {per_second(rates['alone'])} images/s, behind SyMPIE {per_second(rates['behind SyMPIE'])} images/s (+{100 * added:.0f} % time)")
+            f"alone {per_second(rates['alone'])} images/s, behind SyMPIE {per_second(rates['behind SyMPIE'])} "
+            f"images/s ({100 * added:+.0f} % time)")
 
 
 def step_process_group(device: torch.device, sizes: Sizes, workdir: Path) -> str:
@@ -323,12 +324,12 @@ class Stop(Exception):
 
 def step_resume(device: torch.device, sizes: Sizes, workdir: Path) -> str:
     from classification.checkpoint import read_checkpoint
-    from classification.training import train
+    from classification.training import trainer
 
     if not (workdir / "imagenet").is_dir():
         raise AssertionError("needs the train step's run (its image folder)")
     whole = run_train(train_args(device, sizes, workdir, workdir / "whole", sizes.resume, deterministic=True))
-    real_step, calls = train.train_step, []
+    real_step, calls = trainer.train_step, []
     stop_at = sizes.resume + 1  # one step into the second epoch, after the first checkpoint
 
     def stopping_step(*args, **kwargs):
@@ -338,14 +339,14 @@ def step_resume(device: torch.device, sizes: Sizes, workdir: Path) -> str:
         return real_step(*args, **kwargs)
 
     args = train_args(device, sizes, workdir, workdir / "split", sizes.resume, deterministic=True)
-    train.train_step = stopping_step
+    trainer.train_step = stopping_step
     try:
         run_train(args)
         raise AssertionError("the run was not interrupted")
     except Stop:
         pass
     finally:
-        train.train_step = real_step
+        trainer.train_step = real_step
     start = time.perf_counter()
     run_train([*args, "--resume"])
     seconds = time.perf_counter() - start

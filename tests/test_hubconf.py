@@ -51,8 +51,9 @@ def test_sympie_from_a_name_or_a_path_matches_the_file(checkpoint_dir):
 
 def test_sympie_demo_loads_the_demo_checkpoint(checkpoint_dir):
     model = hub("sympie_demo")
-    nem = torch.load(checkpoint_dir / "sympie_demo.pth", weights_only=True)
-    assert all(torch.equal(model.nem.state_dict()[k], v) for k, v in nem.items())
+    expected = SyMPIE.from_checkpoint(checkpoint_dir / "sympie_demo.pth")  # the fused NEM of that file
+    assert model.state_dict().keys() == expected.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
 
 
 @pytest.mark.skipif(not (checkpoint_files.CHECKPOINT_DIR / "sympie_demo.pth").is_file(), reason="no shipped demo model")

@@ -12,8 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from classification.training import photo_folder, small
+from classification.errors import UserInputError
+from classification.training import photo_folder
 from classification.training import train as train_module
+from classification.training import trainer as trainer_module
 from classification.training.corrupted_folder import (NO_LABEL, DistortImageFolder, apply_random_corruptions,
                                                      distort_batch, scan_image_folder)
 from classification.training.corruptions import TRAINING_SET
@@ -73,7 +75,7 @@ def test_identity_init_is_wired_to_both_student_and_teacher(flat_folder, tmp_pat
         seen["params"] = (student.estimate(x).detach(), teacher.estimate(x).detach())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "train_step", capture)
+    monkeypatch.setattr(trainer_module, "train_step", capture)
     args = build_parser().parse_args(args_for(flat_folder, tmp_path / "run", "--labels", "classifier",
                                               "--init", "identity"))
     with pytest.raises(KeyboardInterrupt):
@@ -114,7 +116,7 @@ def test_labels_classifier_trains_on_the_classifiers_clean_output(flat_folder, t
     """Every step's target is the frozen classifier's output on the clean crop z (the flat folder has no labels)."""
     classifier = tiny_classifier()
     targets = []
-    real_step = train_module.train_step
+    real_step = trainer_module.train_step
 
     def checking(student, teacher, x, y, z, **kwargs):
         expected = classifier(z)
@@ -122,7 +124,7 @@ def test_labels_classifier_trains_on_the_classifiers_clean_output(flat_folder, t
         targets.append(torch.equal(y, expected))
         return real_step(student, teacher, x, y, z, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", checking)
+    monkeypatch.setattr(trainer_module, "train_step", checking)
     args = build_parser().parse_args(args_for(flat_folder, tmp_path / "run", "--labels", "classifier",
                                               "--distill", distill))
     train(args, classifiers=[classifier])
@@ -225,7 +227,7 @@ def test_float16_checkpoint_loads_as_float32_everywhere(tmp_path):
     nem = ColModule()
     model = CorrectColMulti([tiny_classifier()], nem)
     path = tmp_path / "half.pth"
-    train_module.export_half(model, path)
+    trainer_module.export_half(model, path)
     saved = torch.load(path, weights_only=True)
     assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
     state = load_nem_checkpoint(path)
@@ -238,28 +240,57 @@ def test_float16_checkpoint_loads_as_float32_everywhere(tmp_path):
 
 # ------------------------------------------------------------------ the recipe itself
 
-def test_small_recipe_settings_and_overrides(tmp_path, monkeypatch):
-    monkeypatch.setattr(small, "training_folder", lambda photos: tmp_path / "variants" / Path(photos).name)
-    parser = build_parser()
-    args = small.parse_small_arguments(parser, ["--recipe", "small", "--lr", "1e-4", "--imagenet", "photos"])
+def parse(argv):
+    from classification.training.recipes import parse_command_line
+
+    return parse_command_line(build_parser(), argv)
+
+
+def test_small_recipe_settings_and_overrides():
+    args = parse(["--recipe", "small", "--lr", "1e-4"])
     assert args.lr == 1e-4  # an explicit flag wins
-    assert (args.init, args.labels, args.classifiers, args.imagenet) == \
-        ("identity", "classifier", ["effnet_lite0"], str(tmp_path / "variants" / "photos"))
+    assert (args.init, args.labels, args.classifiers, args.imagenet, args.photos) == \
+        ("identity", "classifier", ["effnet_lite0"], None, "labelled_folder")
     assert args.corruptions.count("sunset") == 3 and args.corruptions.count("fog") == 1
+    assert sorted(set(args.corruptions)) == sorted(TRAINING_SET)
 
 
-def test_small_recipe_with_no_color_config_and_unfrozen_batchnorm(tmp_path, monkeypatch):
+def test_small_recipe_with_no_color_config_and_unfrozen_batchnorm(tmp_path):
     """--no-color takes the colour warps out of the recipe's mix, --config does not replace the photos, and
     --no-freeze-nem-bn overrides the recipe like any other explicit flag."""
     from classification.training.corrupted_folder import COLOR_WARPS, training_methods
 
-    monkeypatch.setattr(small, "training_folder", lambda photos: tmp_path / "variants")
     (tmp_path / "seg.yaml").write_text("{}\n")
-    args = small.parse_small_arguments(build_parser(), ["--recipe", "small", "--no-color", "--no-freeze-nem-bn",
-                                                        "--config", str(tmp_path / "seg.yaml"), "--imagenet", "p"])
+    args = parse(["--recipe", "small", "--no-color", "--no-freeze-nem-bn", "--config", str(tmp_path / "seg.yaml")])
     methods = training_methods(args.no_color, args.corruptions)
     assert not set(methods) & set(COLOR_WARPS) and methods.count("brightness") == 3 and methods.count("fog") == 1
-    assert args.imagenet == str(tmp_path / "variants") and args.freeze_nem_bn is False
+    assert args.imagenet is None and args.photos == "labelled_folder" and args.freeze_nem_bn is False
+
+
+def test_a_flag_the_recipe_depends_on_takes_the_recipes_dependent_values_with_it():
+    """--recipe small --labels dataset trains with the cross-entropy (the recipe's --distill kl only applies to
+    classifier targets) instead of refusing with a sentence about --distill, which the user never typed."""
+    from classification.training.train import check_flags
+
+    args = parse(["--recipe", "small", "--labels", "dataset"])
+    assert (args.labels, args.distill, args.temperature) == ("dataset", "hard", 1.0)
+    check_flags(args)
+    args = parse(["--recipe", "small", "--labels", "dataset", "--distill", "kl"])  # typed: refused, naming it
+    with pytest.raises(UserInputError, match="^--distill kl needs --labels classifier"):
+        check_flags(args)
+
+
+def test_demo_is_the_smoke_recipe_and_explicit_flags_win(tmp_path):
+    smoke, demo = parse(["--recipe", "smoke"]), parse(["--demo"])
+    assert vars(smoke) == {**vars(demo), "demo": False}
+    assert (demo.recipe, demo.photos, demo.classifiers, demo.epochs) == ("smoke", "samples", ["effnet_lite0"], 2)
+    assert parse(["--demo", "--imagenet", str(tmp_path), "--epochs", "1"]).imagenet == str(tmp_path)
+    with pytest.raises(UserInputError, match="^--demo is --recipe smoke, so it cannot be combined with --recipe small"):
+        parse(["--demo", "--recipe", "small"])
+    with pytest.raises(UserInputError, match="^--recipe 'fast' is not one of paper, small, smoke"):
+        parse(["--recipe", "fast"])
+    paper = parse([])
+    assert vars(paper) == vars(build_parser().parse_args([]))  # the paper's recipe is the flags' defaults
 
 
 def photo(path: Path, seed: int) -> None:

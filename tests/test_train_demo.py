@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from classification.samples import SAMPLE_LABELS
-from classification.training import demo
+from classification.training import smoke_folder as demo
 from classification.training.model import SyMPIE
 from classification.training.train import main
 
@@ -46,9 +46,11 @@ def test_demo_trains_and_writes_a_usable_checkpoint(cache, tmp_path):
     assert (logdir / "final_ema.pth").is_file()
 
 
-def test_demo_refuses_contradicting_flags(cache, tmp_path, capsys):
+def test_demo_takes_explicit_flags_like_every_recipe(cache, tmp_path, capsys):
+    """--demo is --recipe smoke: a flag typed beside it wins (it used to be refused), here --imagenet, whose
+    missing folder is then reported before the sample photos' folder is made or a log dir written."""
     with pytest.raises(SystemExit) as stop:
-        main(["--demo", "--imagenet", str(tmp_path), "--logdir", str(tmp_path / "run")])
+        main(["--demo", "--imagenet", str(tmp_path / "none"), "--logdir", str(tmp_path / "run")])
     assert stop.value.code == 2
-    assert "--demo trains on the sample photos with effnet_lite0, so it cannot be combined with --imagenet" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+    assert str(tmp_path / "none") in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not list(cache.rglob("*.jpg"))

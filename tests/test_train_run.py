@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,8 +18,10 @@ import torch.nn as nn
 from PIL import Image
 
 from classification import checkpoint as checkpoint_module
+from classification.errors import UserInputError
 from classification.training import run_config
 from classification.training import train as train_module
+from classification.training import trainer as trainer_module
 from classification.training.model import load_nem_checkpoint
 from classification.training.train import build_parser, main, train
 
@@ -94,7 +97,7 @@ def test_run_outputs_and_killed_then_resumed_run_ends_like_an_uninterrupted_one(
     train(run_args(imagenet, tmp_path / "whole", "--gpu-corruptions"), classifiers=[classifier])
     check_outputs(tmp_path / "whole", classifier, frozen)
 
-    real_step, calls = train_module.train_step, []
+    real_step, calls = trainer_module.train_step, []
 
     def dying_step(*args, **kwargs):
         calls.append(1)
@@ -102,10 +105,10 @@ def test_run_outputs_and_killed_then_resumed_run_ends_like_an_uninterrupted_one(
             raise Killed
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", dying_step)
+    monkeypatch.setattr(trainer_module, "train_step", dying_step)
     with pytest.raises(Killed):
         train(run_args(imagenet, tmp_path / "split", "--gpu-corruptions"), classifiers=[tiny_classifier()])
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
     assert not (tmp_path / "split" / "final.pth").exists()
     # resumed with loader workers this time: the draws do not depend on them
     train(run_args(imagenet, tmp_path / "split", "--gpu-corruptions", "--resume", "--workers", "2"),
@@ -134,7 +137,7 @@ def test_small_path_run_killed_before_and_after_its_first_checkpoint_ends_like_a
              "--bn-calibration-batches", "2", "--clean-fraction", "0.25", "--round2-weight", "0",
              "--corruptions", "fog", "darken", "darken"]
     train(run_args(imagenet, tmp_path / "whole", *flags), classifiers=[tiny_classifier()])
-    real_step = train_module.train_step
+    real_step = trainer_module.train_step
     for kill_at, resume in ((2, []), (4, ["--resume"])):  # the second step of epoch 1, then of epoch 2
         calls = []
 
@@ -144,11 +147,11 @@ def test_small_path_run_killed_before_and_after_its_first_checkpoint_ends_like_a
                 raise Killed
             return real_step(*args, **kwargs)
 
-        monkeypatch.setattr(train_module, "train_step", dying_step)
+        monkeypatch.setattr(trainer_module, "train_step", dying_step)
         with pytest.raises(Killed):
             train(run_args(imagenet, tmp_path / "split", *flags, *resume), classifiers=[tiny_classifier()])
         assert (tmp_path / "split" / "checkpoint.pth").exists() == bool(resume)
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
     train(run_args(imagenet, tmp_path / "split", *flags, "--resume"), classifiers=[tiny_classifier()])
     for name in ("final.pth", "final_ema.pth"):
         assert tensors_equal(load_nem_checkpoint(tmp_path / "whole" / name),
@@ -305,9 +308,13 @@ def test_resume_refuses_a_different_run(imagenet, tmp_path, capsys):
 @pytest.mark.parametrize("extra, words", [
     (["--seed", "-1"], ["--seed cannot be negative, got -1"]),
     (["--round2-weight", "-1"], ["--round2-weight cannot be negative, got -1.0"]),
-    (["--pixel-weight", "nan"], ["--pixel-weight cannot be negative, got nan"]),
-    (["--lr", "nan"], ["--lr must be positive, got nan"]),
-    (["--temperature", "nan"], ["--temperature must be positive, got nan"]),
+    (["--seed", str(2**64)], ["--seed must be at most 2**63 - 1", str(2**64)]),
+    (["--pixel-weight", "nan"], ["--pixel-weight must be a finite number, got nan"]),
+    (["--pixel-weight", "inf"], ["--pixel-weight must be a finite number, got inf"]),
+    (["--lr", "nan"], ["--lr must be a finite number, got nan"]),
+    (["--lr", "inf"], ["--lr must be a finite number, got inf"]),
+    (["--temperature", "nan"], ["--temperature must be a finite number, got nan"]),
+    (["--ema-rate=-inf"], ["--ema-rate must be a finite number, got -inf"]),
     (["--clean-fraction", "1"], ["--clean-fraction", "every crop clean"]),
     (["--corruptions", "fog", "no_such"], ["unknown corruption method(s) no_such"]),
     (["--no-color", "--corruptions", "darken", "night"], ["--corruptions without the colour warps (--no-color) is empty"]),
@@ -358,7 +365,9 @@ def error_after_logging(argv, capsys) -> str:
 def test_wrong_segmentation_checkpoint_leaves_no_run_behind(imagenet, tmp_path, capsys):
     """The error used to come after run_config.json was written, so the corrected command was refused."""
     nem = tmp_path / "nem.pth"
-    torch.save(checkpoint_module.trainable_state(train_module.CorrectColMulti([tiny_classifier()])), nem)
+    from classification.training.model import CorrectColMulti
+
+    torch.save(checkpoint_module.trainable_state(CorrectColMulti([tiny_classifier()])), nem)
     (tmp_path / "city").mkdir()
     logdir = tmp_path / "logs"
     message = error_after_logging(["--imagenet", str(imagenet), "--logdir", str(logdir), *FAST, "--random-init",
@@ -369,11 +378,11 @@ def test_wrong_segmentation_checkpoint_leaves_no_run_behind(imagenet, tmp_path, 
 
 
 def test_resume_refuses_other_beyond_the_paper_flags_and_an_unrecorded_one(imagenet, tmp_path, capsys):
-    from classification.training.small import parse_small_arguments
+    from classification.training.recipes import parse_command_line
 
     small_run = tmp_path / "small"
-    small_args = parse_small_arguments(build_parser(), ["--recipe", "small", "--imagenet", str(imagenet),
-                                                        "--logdir", str(small_run)])
+    small_args = parse_command_line(build_parser(), ["--recipe", "small", "--imagenet", str(imagenet),
+                                                     "--logdir", str(small_run)])
     run_config.write_run_config(small_run, small_args, world_size=1)
     message = run_main(["--imagenet", str(imagenet), "--logdir", str(small_run), *FAST, "--resume"], capsys)
     assert "--recipe was 'small' there and is 'paper' now" in message
@@ -394,7 +403,6 @@ def test_resume_refuses_other_beyond_the_paper_flags_and_an_unrecorded_one(image
 
 
 def test_checkpoint_with_other_shapes_is_one_sentence(tmp_path):
-    from classification.errors import UserInputError
     from classification.training.model import CorrectColMulti
 
     model = CorrectColMulti([tiny_classifier()])
@@ -407,10 +415,12 @@ def test_checkpoint_with_other_shapes_is_one_sentence(tmp_path):
 def test_main_twice_in_one_process_logs_each_line_once():
     import logging
 
-    train_module.setup_logging()
-    train_module.setup_logging()
+    from classification.training import run_log
+
+    run_log.setup_logging(is_main=True)
+    run_log.setup_logging(is_main=True)
     names = [h.get_name() for h in logging.getLogger().handlers]
-    assert names.count(train_module.STDERR_HANDLER) == 1
+    assert names.count(run_log.STDERR_HANDLER) == 1
 
 
 def test_deterministic_flag_switches_on_deterministic_kernels_before_the_run(imagenet, tmp_path, monkeypatch):
@@ -429,3 +439,61 @@ def test_deterministic_flag_switches_on_deterministic_kernels_before_the_run(ima
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]
+
+
+# ------------------------------------------------------------------ how a run stops
+
+def test_a_diverging_run_stops_at_once_and_writes_no_nan_weights(imagenet, tmp_path):
+    logdir = tmp_path / "run"
+    args = run_args(imagenet, logdir, "--lr", "1e9")
+    with pytest.raises(UserInputError, match=r"^the (loss|weights) became infinite or NaN( at step \d+)? \(--lr "
+                                             r"1000000000.0 may be too high\): training stopped without writing "
+                                             r"the diverged weights; ") as err:
+        train(args, classifiers=[tiny_classifier()])
+    assert "\n" not in str(err.value)
+    assert not (logdir / "final.pth").exists() and not (logdir / "final_ema.pth").exists()
+    for path in logdir.glob("*.pth"):  # a best or checkpoint written before the divergence is finite
+        state = load_nem_checkpoint(path)
+        assert all(v.isfinite().all() for v in state.values() if v.is_floating_point()), path
+
+
+def train_command(imagenet, logdir, *extra) -> list[str]:
+    return [sys.executable, str(Path(train_module.__file__)), "--imagenet", str(imagenet), "--logdir", str(logdir),
+            *FAST, "--iters-per-epoch", "3", "--image-every", "0", "--config", str(imagenet.parent / "no_datasets.yaml"),
+            "--random-init", "--clas", "rn18", *extra]
+
+
+def run_until(args: list[str], line: str, signum: int) -> tuple[int, str]:
+    """Start ``args``, send ``signum`` once the process has printed ``line``; its exit code and stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for text in process.stderr:
+        seen.append(text)
+        if line in text:
+            process.send_signal(signum)
+            break
+    seen.append(process.stderr.read())
+    return process.wait(timeout=600), "".join(seen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, line", [(signal.SIGTERM, "step 2/6"), (signal.SIGUSR1, "step 3/6")])
+def test_a_signal_stops_the_run_after_a_checkpoint_and_resume_is_bit_exact(imagenet, tmp_path, signum, line):
+    """Mid-epoch (after step 2) and at an epoch's end (after step 3, its validation and checkpoint)."""
+    whole = subprocess.run(train_command(imagenet, tmp_path / "whole"), capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    code, err = run_until(train_command(imagenet, tmp_path / "split"), line, signum)
+    assert code == 128 + signum, err[-2000:]
+    assert "Traceback" not in err and "continue with --resume" in err
+    state = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)
+    assert 2 <= state["step"] < 6
+    assert not (tmp_path / "split" / "final.pth").exists()
+    resumed = subprocess.run(train_command(imagenet, tmp_path / "split", "--resume"), capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {state['step']}" in resumed.stderr
+    for name in ("final.pth", "final_ema.pth"):
+        a, b = load_nem_checkpoint(tmp_path / "whole" / name), load_nem_checkpoint(tmp_path / "split" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "this script)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (classification/distributed.py); "
                                                            "the protocol is fp32")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile SyMPIE's NEM (with --colm; the first batch compiles it, then "
+                             "benchmarks/bench_inference.py's 'compiled' figures apply)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last memory format (default: on the CPU, where it is faster; off on a GPU)")
     parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
         if args.check_files:
             check_files(dataset, args, rank)
-        model = build_eval_model(make_classifier(args, device), colm_path, args.trust_checkpoint)
+        model = build_eval_model(make_classifier(args, device), colm_path, args.trust_checkpoint, args.compile)
         if rank == 0:
             log.info("%s: %d files to classify (%d of the %d split images, %d categories), classifier %s, "
                      "SyMPIE %s, %d process(es) on %s", key, len(dataset), dataset.describe()["images_used"],

@@ -7,7 +7,9 @@ listed category ids only.
 
 Ground truth is optional. When present it is read from ``labels`` (``{file name: id or [ids]}``) or from
 ``annotations`` (a list of ``{"image": file name, "category_id": id}`` or ``"category_ids": [ids]``); a
-prediction is correct when it is one of the image's labelled categories.
+prediction is correct when it is one of the image's labelled categories. A label keyed by a path
+(``val/VizWiz_val_00003893.jpg``) counts for the image of that file name; labels that match no image are
+refused in one sentence.
 """
 from __future__ import annotations
 

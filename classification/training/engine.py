@@ -22,9 +22,6 @@ from classification.training.ema import ema_update
 from classification.training.corrupted_folder import distort_batch, sample_seed
 from classification.training.model import CorrectColMulti
 
-TRAIN_METRICS = ("loss", "ce_round1", "ce_round2", "acc_original", "acc_warped", "acc_unwarped")
-
-
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Top-1 accuracy in percent (a 0-dim tensor, no host sync)."""
     return (logits.argmax(1) == labels).float().mean() * 100
@@ -124,34 +121,43 @@ def calibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> N
         module.train(was_training)
 
 
+TRAIN_LOSSES = ("loss", "ce_round1", "ce_round2")
+TRAIN_METRICS = (*TRAIN_LOSSES, "acc_original", "acc_warped", "acc_unwarped")
+
+
 @dataclass
 class StepOutput:
-    """Per-process metrics of one step (0-dim tensors) and, on request, the tensors to visualise."""
+    """One step's per-process results, 0-dim tensors left on the device (reading them is a host
+    synchronisation): the losses always, ``metrics`` (the losses and the accuracies of
+    :data:`TRAIN_METRICS`) only on request, and on request the tensors to visualise."""
 
-    metrics: dict[str, torch.Tensor]
+    losses: dict[str, torch.Tensor]
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
                *, clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-               ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False,
+               ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False, with_metrics: bool = True,
                keep_visuals: bool = False, sync_buffers: Callable[[], None] | None = None,
                temperature: float = 1.0, pixel_weight: float = 0.0) -> StepOutput:
     """Two rounds (``ce1`` on the corrupted input, ``round2_weight * ce2`` on the teacher-corrected input),
     one optimizer and scheduler step, then the EMA update of the teacher. With ``round2_weight == 0`` the
-    teacher's forward and round 2 are skipped (``ce2`` reads 0).
+    teacher's pass and round 2 are skipped (``ce2`` reads 0). The teacher computes only the corrected image.
 
     ``y`` is the target of both rounds: class indices (the paper's cross-entropy) or (B,C) probabilities
     (distillation at ``temperature``, see :func:`target_loss`). ``pixel_weight`` > 0 adds that times the mean
     squared error between the round-1 corrected crop and the clean crop ``z`` (beyond the paper).
 
-    ``sync_buffers``, if given, runs just before the EMA update (to make the student's BatchNorm
-    statistics identical across processes when there is no SyncBatchNorm).
+    ``with_metrics`` adds the accuracies, which cost two more forward passes of the classifier (on the
+    corrupted and the clean crop): the training loop asks for them on logging steps only. Nothing here
+    synchronises with the host. ``sync_buffers``, if given, runs just before the EMA update (to make the
+    student's BatchNorm statistics identical across processes when there is no SyncBatchNorm).
     """
     core = unwrap(student)
     if round2_weight:
         with torch.no_grad(), autocast(x.device, amp):
-            _, _, teacher_corrected = teacher(x, clasid)
+            teacher_corrected = teacher.apply(x, teacher.estimate(x))
         teacher_corrected = teacher_corrected.to(x.dtype)  # the input precision (autocast may give bf16)
 
     optimizer.zero_grad(set_to_none=True)
@@ -175,24 +181,26 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
         sync_buffers()
     ema_update(teacher, core, ema_rate)
 
-    classifier = core.classifiers[clasid]
-    with torch.no_grad(), autocast(x.device, amp):
+    out = StepOutput({"loss": (ce1 + ce2).detach(), "ce_round1": ce1.detach(), "ce_round2": ce2.detach()})
+    if with_metrics:
+        out.metrics = {**out.losses, **step_accuracies(core.classifiers[clasid], x, z, logits1.detach(), y, amp)}
+    if keep_visuals:
+        out.visuals = {"input": x, "teacher_corrected": teacher_corrected, "student_round1": corrected1.detach(),
+                       "student_round2": corrected2.detach(), "params": params1.detach()}
+    return out
+
+
+@torch.no_grad()
+def step_accuracies(classifier: nn.Module, x: torch.Tensor, z: torch.Tensor, logits_unwarped: torch.Tensor,
+                    target: torch.Tensor, amp: bool) -> dict[str, torch.Tensor]:
+    """The logged accuracies of one step: the classifier on the clean crop ``z``, on the corrupted crop ``x``,
+    and (``logits_unwarped``, already computed) on the student-corrected crop."""
+    with autocast(x.device, amp):
         logits_warped = classifier(x)
         logits_original = classifier(z)
-    labels = hard_labels(y)
-    metrics = {
-        "loss": (ce1 + ce2).detach(),
-        "ce_round1": ce1.detach(),
-        "ce_round2": ce2.detach(),
-        "acc_original": accuracy(logits_original, labels),
-        "acc_warped": accuracy(logits_warped, labels),
-        "acc_unwarped": accuracy(logits1.detach(), labels),
-    }
-    visuals = {}
-    if keep_visuals:
-        visuals = {"input": x, "teacher_corrected": teacher_corrected, "student_round1": corrected1.detach(),
-                   "student_round2": corrected2.detach(), "params": params1.detach()}
-    return StepOutput(metrics, visuals)
+    labels = hard_labels(target)
+    return {"acc_original": accuracy(logits_original, labels), "acc_warped": accuracy(logits_warped, labels),
+            "acc_unwarped": accuracy(logits_unwarped, labels)}
 
 
 @torch.no_grad()

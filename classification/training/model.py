@@ -60,7 +60,7 @@ class ColModule(nn.Module):
         self.out = nn.Linear(512, NUM_PARAMS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x)
+        check_images(x, self.out.weight.dtype)
         return self.out(torch.flatten(self.gpool(self.backbone(x)), 1))
 
 
@@ -156,7 +156,7 @@ class SyMPIE(nn.Module):
     it for other sizes); the warp runs at full resolution, then the clamp (active in eval mode).
     """
 
-    def __init__(self, nem: ColModule | None = None):
+    def __init__(self, nem: nn.Module | None = None):
         super().__init__()
         self.nem = nem if nem is not None else ColModule()
         self.warp = ColWarp()
@@ -164,11 +164,22 @@ class SyMPIE(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        trusted: bool = False) -> "SyMPIE":
-        """Load a NEM checkpoint (any form :func:`load_nem_checkpoint` accepts), in eval mode."""
+                        trusted: bool = False, fused: bool = True) -> "SyMPIE":
+        """Load a NEM checkpoint (any form :func:`load_nem_checkpoint` accepts), in eval mode.
+
+        ``fused``: the NEM is the inference-only :class:`~classification.training.inference.FusedNEM`
+        (same outputs, faster; ``train()`` is refused); ``fused=False`` gives the plain ``ColModule``.
+        """
         nem = ColModule()
         nem.load_state_dict(load_nem_checkpoint(path, map_location, trusted))
-        return cls(nem).eval()
+        return cls(nem).eval().fused() if fused else cls(nem).eval()
+
+    def fused(self) -> "SyMPIE":
+        """This SyMPIE with its NEM replaced by a :class:`~classification.training.inference.FusedNEM`
+        built from it (eval mode, inference only); the warp and clamp are shared."""
+        from classification.training.inference import FusedNEM  # inference.py builds on this module
+
+        return type(self)(FusedNEM(self.nem)).eval()
 
     def estimate(self, images: torch.Tensor) -> torch.Tensor:
         """The (B,37) warp parameters of ``images``."""

@@ -3,13 +3,12 @@
 The six photos of ``assets/samples/`` become a tiny folder in ImageNet's train layout: one folder per
 ImageNet class (all 1000 wnids, so that folder indices are ImageNet class indices), 30 variants of
 each photo (random crop and flip, 288x288 JPEGs) in the folder of its label
-(:data:`classification.samples.SAMPLE_LABELS`). The recipe is the paper's with the offline
-``effnet_lite0`` classifier and a tiny schedule, so that the run finishes in about a minute and writes
-a TensorBoard log and ``final.pth``.
+(:data:`classification.samples.SAMPLE_LABELS`). The recipe (``recipes/smoke.yaml``) is the paper's with
+the offline ``effnet_lite0`` classifier and a tiny schedule, so that the run finishes in about a minute and
+writes a TensorBoard log and ``final.pth``.
 """
 from __future__ import annotations
 
-import argparse
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 from PIL import Image
 
 from classification.atomic import check_output_dir
-from classification.errors import UserInputError
 from classification.imagenet import imagenet_class_index
 from classification.samples import CACHE_ENV, SAMPLE_LABELS, cache_root, sample_path
 from classification.training.photo_folder import cached_folder, variant_of
@@ -26,38 +24,6 @@ VARIANTS_PER_PHOTO = 30
 VARIANT_SIZE = 288
 DEMO_SEED = 0
 FOLDER_NAME = "train_demo_v1"  # bump the suffix when the recipe above changes
-
-# flag -> value of the demo run (what a newcomer's laptop can do in a minute)
-DEMO_SETTINGS = {
-    "classifiers": ["effnet_lite0"],
-    "device": "cpu",
-    "epochs": 2,
-    "iters_per_epoch": 4,
-    "batch_size": 2,
-    "workers": 0,
-    "val_workers": 0,
-    "val_iters": 1,
-    "print_every": 1,
-    "image_every": 4,
-    "logdir": "logs/sympie_demo",
-}
-# flags that choose other data or models: --demo refuses them
-CONTRADICTING_FLAGS = ("imagenet", "config", "classifiers", "random_init", "classifier_dir",
-                       "cityscapes", "acdc")
-
-
-def parse_demo_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                         argv: Sequence[str] | None) -> argparse.Namespace:
-    """``args`` re-parsed with the demo's settings as defaults (flags given explicitly still win) and the
-    demo folder as ImageNet; flags that choose other data or models are refused."""
-    for dest in CONTRADICTING_FLAGS:
-        if getattr(args, dest) != parser.get_default(dest):
-            flag = "--" + dest.replace("_", "-")
-            raise UserInputError(f"--demo trains on the sample photos with effnet_lite0, so it cannot be combined "
-                                 f"with {flag}; drop one of the two.")
-    parser.set_defaults(**DEMO_SETTINGS, imagenet=str(demo_image_folder()))
-    return parser.parse_args(argv)
-
 
 def demo_image_folder() -> Path:
     """The demo folder in the cache (``$SYMPIE_CACHE`` or ``~/.cache/sympie``), made once (see
