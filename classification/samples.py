@@ -1,6 +1,9 @@
-"""The six sample photos of ``assets/samples/`` (public domain / CC0), their ImageNet labels, and the cache
-folder the demos render into. Both demos (``validate.py --demo``, ``train.py --demo``) and the README's
-figures take them from here.
+"""The public-domain / CC0 photos of the repository, their ImageNet labels, and the cache folder the demos
+render into.
+
+``assets/demo_photos/`` holds twelve photos (short side 320); ``assets/samples/`` holds 224x224 crops of six
+of them. The embedded demo (``validate.py --demo``) uses the twelve, the training smoke run
+(``train.py --demo``) and the README's figures the six samples.
 """
 from __future__ import annotations
 
@@ -11,21 +14,31 @@ from classification.errors import UserInputError
 from classification.paths import REPO_ROOT
 
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
+DEMO_PHOTOS_DIR = REPO_ROOT / "assets" / "demo_photos"
 CACHE_ENV = "SYMPIE_CACHE"
 
-# ImageNet class index of each sample photo: the class a person would give where one exists (chelsea:
-# 281 tabby cat, coffee: 967 espresso, rocket: 657 missile); the other three show no ImageNet class, so
-# their label is effnet_lite0's prediction on the clean image (astronaut: 450 bobsled, hubble_deep_field:
-# 110 flatworm, brick: 646 maze) and their clean accuracy is 100 % by construction.
-SAMPLE_LABELS: dict[str, int] = {
+# ImageNet class index of each photo: the class a person would give where one exists (camera: 872 tripod,
+# chelsea: 281 tabby cat, coffee: 967 espresso, grace_hopper: 652 military uniform, rocket: 657 missile);
+# the others show no ImageNet class, so their label is effnet_lite0's top-1 on the photo's centre view
+# (Resize 256, CenterCrop 224; astronaut: 450 bobsled, brick: 646 maze, grass: 805 soccer ball, gravel: 539
+# doormat, hubble_deep_field: 111 nematode, raccoon: 362 badger, retina: 643 mask).
+PHOTO_LABELS: dict[str, int] = {
     "astronaut": 450,
     "brick": 646,
+    "camera": 872,
     "chelsea": 281,
     "coffee": 967,
-    "hubble_deep_field": 110,
+    "grace_hopper": 652,
+    "grass": 805,
+    "gravel": 539,
+    "hubble_deep_field": 111,
+    "raccoon": 362,
+    "retina": 643,
     "rocket": 657,
 }
-PREDICTED_LABELS = ("astronaut", "brick", "hubble_deep_field")  # labels taken from the classifier
+PREDICTED_LABELS = ("astronaut", "brick", "grass", "gravel", "hubble_deep_field", "raccoon", "retina")
+SAMPLE_NAMES = ("astronaut", "brick", "chelsea", "coffee", "hubble_deep_field", "rocket")  # assets/samples/
+SAMPLE_LABELS: dict[str, int] = {name: PHOTO_LABELS[name] for name in SAMPLE_NAMES}
 
 
 def sample_path(name: str, samples_dir: Path = SAMPLES_DIR) -> Path:

@@ -52,7 +52,7 @@ def test_predictions_use_only_listed_categories(vizwiz_root):
 def test_cli_writes_both_prediction_files(vizwiz_root, tmp_path, monkeypatch, capsys):
     from classification.training.model import ColModule
 
-    monkeypatch.setattr(eval_vizwiz, "build_classifier", lambda name, pretrained=True, trusted=False: FirstChannelClassifier())
+    monkeypatch.setattr(eval_vizwiz, "build_classifier", lambda name, pretrained=True, trusted=False, device=None: FirstChannelClassifier())
     checkpoint = tmp_path / "nem.pth"
     torch.save(ColModule().state_dict(), checkpoint)
     written = eval_vizwiz.main(["--root", str(vizwiz_root), "--colm", str(checkpoint), "--out", str(tmp_path / "out"),

@@ -1,4 +1,4 @@
-"""Export (classification/export.py): the traceable rewrites equal eager, torch.export and ONNX programs
+"""Export (classification/training/export.py): the traceable rewrites equal eager, torch.export and ONNX programs
 give eager's numbers at other batch and image sizes than the traced ones, the CLI refuses bad requests."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from classification import export
+from classification.training import export
 from classification.training.model import SyMPIE, col_warp, estimation_view
 
 REPO = Path(__file__).resolve().parents[1]

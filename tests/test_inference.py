@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from classification.normalization import normalize
 from classification.training.inference import FusedNEM, stem_pool_chunked, stem_pool_plain
@@ -94,6 +95,8 @@ def test_fused_nem_refuses_training_and_bad_images():
         fused(torch.zeros(1, 3, 0, 5))
     with pytest.raises(ValueError, match="float tensor"):
         fused.nem(torch.zeros(1, 3, 224, 224, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="expected torch.float32 images"):  # the kernel's dtypes aside
+        fused.nem(torch.zeros(1, 3, 224, 224, dtype=torch.float16))
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter takes CPU tensors")
@@ -127,3 +130,14 @@ def test_triton_kernel_in_the_interpreter():
     result = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_validate_compile_puts_the_nem_through_torch_compile(monkeypatch):
+    from classification.eval import evaluate, validate
+
+    compiled = []
+    monkeypatch.setattr(evaluate.torch, "compile", lambda module: compiled.append(module) or module)
+    model = evaluate.build_eval_model(nn.Identity(), DEMO, compile_nem=True)
+    assert compiled == [model.sympie.nem] and isinstance(compiled[0], FusedNEM)
+    assert evaluate.build_eval_model(nn.Identity(), DEMO).sympie.nem is not compiled[0] and len(compiled) == 1
+    assert validate.build_parser().parse_args(["--compile"]).compile

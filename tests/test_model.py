@@ -194,5 +194,7 @@ def test_images_of_another_dtype_than_the_weights_are_one_sentence():
     with pytest.raises(ValueError, match=r"expected torch\.float32 images, the dtype of the model's weights, got "
                                          r"torch\.float16"):
         model(torch.rand(1, 3, 32, 32, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"expected torch\.float32 images"):
+        model.nem(torch.rand(1, 3, 32, 32, dtype=torch.float64))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the weights stay float32
         assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)

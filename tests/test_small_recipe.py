@@ -3,6 +3,7 @@ frozen NEM BatchNorm, the float16 export, the bad inputs and a seeded run of ``-
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from classification.errors import UserInputError
-from classification.training import small
+from classification.training import photo_folder
 from classification.training import train as train_module
 from classification.training import trainer as trainer_module
 from classification.training.corrupted_folder import (NO_LABEL, DistortImageFolder, apply_random_corruptions,
@@ -249,21 +250,21 @@ def test_small_recipe_settings_and_overrides():
     args = parse(["--recipe", "small", "--lr", "1e-4"])
     assert args.lr == 1e-4  # an explicit flag wins
     assert (args.init, args.labels, args.classifiers, args.imagenet, args.photos) == \
-        ("identity", "classifier", ["effnet_lite0"], None, "demo_photos")
+        ("identity", "classifier", ["effnet_lite0"], None, "labelled_folder")
     assert args.corruptions.count("sunset") == 3 and args.corruptions.count("fog") == 1
     assert sorted(set(args.corruptions)) == sorted(TRAINING_SET)
 
 
-def test_small_recipe_with_no_color_config_and_unfrozen_batchnorm(tmp_path, monkeypatch):
-    """--no-color takes the colour warps out of the recipe's mix (it used to be ignored), --config does not
-    replace the photos, and --no-freeze-nem-bn overrides the recipe like any other explicit flag."""
+def test_small_recipe_with_no_color_config_and_unfrozen_batchnorm(tmp_path):
+    """--no-color takes the colour warps out of the recipe's mix, --config does not replace the photos, and
+    --no-freeze-nem-bn overrides the recipe like any other explicit flag."""
     from classification.training.corrupted_folder import COLOR_WARPS, training_methods
 
     (tmp_path / "seg.yaml").write_text("{}\n")
     args = parse(["--recipe", "small", "--no-color", "--no-freeze-nem-bn", "--config", str(tmp_path / "seg.yaml")])
     methods = training_methods(args.no_color, args.corruptions)
     assert not set(methods) & set(COLOR_WARPS) and methods.count("brightness") == 3 and methods.count("fog") == 1
-    assert args.imagenet is None and args.photos == "demo_photos" and args.freeze_nem_bn is False
+    assert args.imagenet is None and args.photos == "labelled_folder" and args.freeze_nem_bn is False
 
 
 def test_a_flag_the_recipe_depends_on_takes_the_recipes_dependent_values_with_it():
@@ -292,33 +293,76 @@ def test_demo_is_the_smoke_recipe_and_explicit_flags_win(tmp_path):
     assert vars(paper) == vars(build_parser().parse_args([]))  # the paper's recipe is the flags' defaults
 
 
-def test_photo_variants_are_seeded_and_flat(tmp_path, monkeypatch):
+def photo(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(path)
+
+
+def test_photo_folder_variants_are_seeded_labelled_and_hold_out_every_fifth(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(photo_folder, "VARIANTS_PER_PHOTO", 2)
+    photos = tmp_path / "photos"
+    for i in range(6):  # the same file name in two classes must not collide
+        photo(photos / ("n01440764" if i < 3 else "n01443537") / f"p{i % 3}.jpg", i)
+    train, heldout = photo_folder.split_photos(photo_folder.labelled_photos(photos))
+    assert [(p.parent.name, p.name, label) for p, label in heldout] == [("n01440764", "p0.jpg", 0),
+                                                                        ("n01443537", "p2.jpg", 1)]
+    assert len(train) == 4
+    folder = photo_folder.training_folder(photos)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jpg"))
+    assert files == ["n01440764/p1.jpg_00.jpg", "n01440764/p1.jpg_01.jpg", "n01440764/p2.jpg_00.jpg",
+                     "n01440764/p2.jpg_01.jpg", "n01443537/p0.jpg_00.jpg", "n01443537/p0.jpg_01.jpg",
+                     "n01443537/p1.jpg_00.jpg", "n01443537/p1.jpg_01.jpg"]
+    assert len([d for d in folder.iterdir() if d.is_dir()]) == 1000  # folder i is class i
+    first = {f: (folder / f).read_bytes() for f in files}
+    (folder / files[0]).unlink()  # a damaged cache is made again, the same bytes
+    again = photo_folder.training_folder(photos)
+    assert {f: (again / f).read_bytes() for f in files} == first
+
+
+@pytest.mark.parametrize("layout, words", [
+    ("empty", "is empty"),
+    ("flat", "holds photos but no class sub-folders"),
+    ("not_wnids", "sub-folders that are not ImageNet wnids (cats)"),
+    ("undecodable", "cannot decode photo"),
+])
+def test_bad_photo_folders_get_one_sentence(tmp_path, monkeypatch, capsys, layout, words):
     monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
     photos = tmp_path / "photos"
     photos.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(photos / "a.png")
-    monkeypatch.setattr(small, "VARIANTS_PER_PHOTO", 3)
-    folder = small.photo_variant_folder(photos)
-    files = sorted(folder.iterdir())
-    assert [f.name for f in files] == ["a_000.jpg", "a_001.jpg", "a_002.jpg"]
-    first = [f.read_bytes() for f in files]
-    for f in files:
-        f.unlink()
-    folder.rmdir()
-    assert [f.read_bytes() for f in sorted(small.photo_variant_folder(photos).iterdir())] == first
-    files[1].unlink()  # a damaged cache (a file missing, one extra) is made again, not trained on
-    (folder / "stray.jpg").write_bytes(b"")
-    assert [f.read_bytes() for f in sorted(small.photo_variant_folder(photos).iterdir())] == first
+    if layout == "flat":
+        photo(photos / "a.jpg", 0)
+    elif layout == "not_wnids":
+        photo(photos / "cats" / "a.jpg", 0)
+    elif layout == "undecodable":
+        for i in range(3):
+            (photos / "n01440764").mkdir(exist_ok=True)
+            (photos / "n01440764" / f"{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SystemExit):
+        main(["--recipe", "small", "--imagenet", str(photos), "--logdir", str(tmp_path / "log")])
+    message = capsys.readouterr().err.strip()
+    assert words in message and str(photos) in message and len(message.splitlines()) == 1
+    assert not (tmp_path / "log").exists()
+
+
+def test_small_recipe_needs_the_photo_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["--recipe", "small"])
+    assert "pass it with --imagenet PATH" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_small_recipe_short_run_is_repeatable(tmp_path, monkeypatch):
-    """Two short runs of ``--recipe small`` (effnet_lite0, the real photos) write identical checkpoints."""
+    """Two short runs of ``--recipe small`` (effnet_lite0, a folder of 10 tiny labelled photos) write identical
+    checkpoints."""
     monkeypatch.setenv("SYMPIE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(photo_folder, "VARIANTS_PER_PHOTO", 16)  # 128 files: the validation split (1 in 50) fits
+    for i in range(10):
+        photo(tmp_path / "photos" / ("n01440764", "n01443537")[i % 2] / f"{i}.jpg", i)
     outputs = []
     for name in ("a", "b"):
-        main(["--recipe", "small", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "2",
-              "--logdir", str(tmp_path / name), "--export", str(tmp_path / f"{name}.pth")])
+        main(["--recipe", "small", "--imagenet", str(tmp_path / "photos"), "--epochs", "1", "--iters-per-epoch", "2",
+              "--batch-size", "2", "--logdir", str(tmp_path / name), "--export", str(tmp_path / f"{name}.pth")])
         outputs.append(torch.load(tmp_path / f"{name}.pth", weights_only=True))
     assert outputs[0].keys() == outputs[1].keys() and all(torch.equal(outputs[0][k], outputs[1][k]) for k in outputs[0])
     assert not torch.equal(outputs[0]["out.weight"], torch.zeros_like(outputs[0]["out.weight"]))  # it trained

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from classification.samples import SAMPLE_LABELS
-from classification.training import demo
+from classification.training import smoke_folder as demo
 from classification.training.model import SyMPIE
 from classification.training.train import main
 

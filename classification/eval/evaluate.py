@@ -89,12 +89,16 @@ class CorrectedClassifier(nn.Module):
 
 
 def build_eval_model(classifier: nn.Module, colm_checkpoint: str | os.PathLike | None,
-                     trusted: bool = False) -> nn.Module:
+                     trusted: bool = False, compile_nem: bool = False) -> nn.Module:
     """The frozen eval-mode model validate.py runs: the classifier, or SyMPIE + classifier (``trusted``:
-    ``--trust-checkpoint``, see :mod:`classification.checkpoint`)."""
+    ``--trust-checkpoint``, see :mod:`classification.checkpoint`; ``compile_nem``: ``--compile``, the
+    NEM through ``torch.compile``, compiled at the first batch)."""
     if colm_checkpoint is None:
         return freeze(classifier)
-    return freeze(CorrectedClassifier(SyMPIE.from_checkpoint(colm_checkpoint, trusted=trusted), classifier))
+    sympie = SyMPIE.from_checkpoint(colm_checkpoint, trusted=trusted)
+    if compile_nem:
+        sympie.nem = torch.compile(sympie.nem)
+    return freeze(CorrectedClassifier(sympie, classifier))
 
 
 def evaluate_grid(model: nn.Module, dataset: CorruptionGrid, batch_size: int = 1000, workers: int = 4,

@@ -34,7 +34,7 @@ from classification.atomic import check_output_dir, check_output_file
 from classification.classifiers import build_classifier, check_classifier_name
 from classification.clip.zeroshot import TEMPLATE_MODES, build_clip_classifier
 from classification.errors import UserInputError, report_user_errors
-from classification.eval.demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
+from classification.eval.embedded_demo import (DEMO_CLASSIFIER, DEMO_PREFIX, check_demo_arguments, demo_checkpoint,
                                      draw_heatmaps, prepare_demo_set, summary_line, write_summary)
 from classification.checkpoint import add_trust_argument, resolve_colm
 from classification.cli import add_classifier_args, add_colm_argument, parse_command_line
@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "this script)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (classification/distributed.py); "
                                                            "the protocol is fp32")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile SyMPIE's NEM (with --colm; the first batch compiles it, then "
+                             "benchmarks/bench_inference.py's 'compiled' figures apply)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last memory format (default: on the CPU, where it is faster; off on a GPU)")
     parser.add_argument("--clip-templates", choices=TEMPLATE_MODES, default="single",
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace, key: str, root: Path, colm_path: Path | None) 
             raise UserInputError(f"no images of {dataset.split_file} were found under {root}.")
         if args.check_files:
             check_files(dataset, args, rank)
-        model = build_eval_model(make_classifier(args, device), colm_path, args.trust_checkpoint)
+        model = build_eval_model(make_classifier(args, device), colm_path, args.trust_checkpoint, args.compile)
         if rank == 0:
             log.info("%s: %d files to classify (%d of the %d split images, %d categories), classifier %s, "
                      "SyMPIE %s, %d process(es) on %s", key, len(dataset), dataset.describe()["images_used"],

@@ -3,10 +3,11 @@ mode, with little else.
 
 * BatchNorm is folded into the convolution before it (``bn2`` into ``conv2``, the stem's into the stem);
   ``bn1`` stays a per-channel affine because ``conv1``'s output is also the block's skip connection.
-* The stem (conv 3->64, bias, ReLU) and the average pool after it (5x5, stride 4, padding 1, divisor 25)
-  are fused so that the full-resolution 64-channel tensor is never written whole: on CUDA by a Triton
-  kernel (:mod:`classification.training.stem_kernel`), elsewhere by :func:`stem_pool_chunked`, which runs
-  the stem one image at a time (its output stays in cache) and pools it at once. The 1/25 of the pool is folded into the stem (ReLU commutes with a positive scale).
+* The stem (conv 3->64, bias, ReLU) and the average pool after it (5x5, stride 4, padding 1, divisor 25):
+  on CUDA one Triton kernel (:mod:`classification.training.stem_kernel`) that never writes the
+  full-resolution 64-channel tensor; elsewhere :func:`stem_pool_chunked`, which writes it once per chunk
+  of 32 images (BatchNorm folded, ReLU in place) and pools it. The 1/25 of the pool is folded into the
+  stem (ReLU commutes with a positive scale).
 
 :class:`FusedNEM` is what ``SyMPIE.from_checkpoint`` returns inside SyMPIE; training keeps ``ColModule``.
 Its outputs equal ``ColModule``'s up to float rounding (tests/test_inference.py).
@@ -25,7 +26,7 @@ from classification.training.model import ColModule, ConvBlock, check_images
 log = logging.getLogger(__name__)
 
 POOL_DIVISOR = 25         # AvgPool2d(5, stride 4, padding 1) counts the padding: always 25 pixels
-IMAGES_PER_CHUNK = 1      # images per stem chunk on the CPU: 224 x 224 x 64 floats (12.8 MB) stay in cache
+IMAGES_PER_CHUNK = 32     # images per stem chunk on the CPU (stem_pool_chunked)
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +89,7 @@ class FusedNEM(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x)
+        check_images(x, self.out.weight.dtype)
         h = stem_pool(x, self.stem_weight, self.stem_bias)
         for i, block in enumerate(self.blocks):
             h = block(h, pooled=i == 0)
@@ -97,7 +98,7 @@ class FusedNEM(nn.Module):
 
 def stem_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``avg_pool2d(relu(conv2d(x, W, b, padding=1)), 5, 4, 1)`` with ``W, b`` already divided by 25 (so
-    the pool is a plain sum): the Triton kernel on CUDA, a few images at a time elsewhere; one convolution
+    the pool is a plain sum): the Triton kernel on CUDA, a chunk of images at a time elsewhere; one convolution
     while ``torch.compile`` or ``torch.export`` trace it (a graph of any batch size, which the compiler fuses)."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return stem_pool_plain(x, weight, bias)
@@ -129,40 +130,27 @@ def stem_pool_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
 
 def stem_pool_chunked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                       images_per_chunk: int = IMAGES_PER_CHUNK) -> torch.Tensor:
-    """:func:`stem_pool` for a few images at a time, so that their 64-channel stem output stays in cache.
+    """:func:`stem_pool` ``images_per_chunk`` images at a time: convolution (channels-last, bias folded),
+    ReLU in place and the pool as a sum, so the 64-channel stem output exists for one chunk only.
 
-    The stem is PyTorch's convolution of channels-last images (so its output is channels-last too);
-    pooled pixel ``(i, j)`` sums stem rows ``4i-1 .. 4i+3`` and columns ``4j-1 .. 4j+3`` (-1 is the
-    pool's zero padding): the sum of a 4x4 block plus the row and column before it, two reductions of
-    the channels-last tensor. Images whose sides are not multiples of 4 take :func:`stem_pool_plain`
-    (their last windows reach the padding). Returns a channels-last (B,64,H/4,W/4) tensor.
+    One image per chunk takes half the CPU time of 32 on an idle machine (its 12.8 MB stay in cache), but
+    with other processes on the cores every operation waits for its threads, and fewer, larger operations
+    win (benchmarks/README.md); 32 images cap the stem's memory at 411 MB whatever the batch size.
+    Returns a channels-last (B,64,Ho,Wo) tensor.
     """
-    b, _, h, w = x.shape
-    if h % 4 or w % 4 or b == 0:
+    b = x.shape[0]
+    if b == 0:
         return stem_pool_plain(x, weight, bias)
     dtype = compute_dtype(x)
     weight, bias = weight.to(dtype), bias.to(dtype)
-    x = x.to(dtype)
-    out = torch.empty((b, h // 4, w // 4, weight.shape[0]), dtype=dtype, device=x.device)
-    for n in range(0, b, images_per_chunk):
-        images = x[n:n + images_per_chunk].contiguous(memory_format=torch.channels_last)
-        stem = F.conv2d(images, weight, bias, padding=1).relu_()
-        out[n:n + images_per_chunk] = sum_pool(stem.permute(0, 2, 3, 1).contiguous())
-    return out.permute(0, 3, 1, 2)
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    if b <= images_per_chunk:
+        return F.avg_pool2d(F.conv2d(x, weight, bias, padding=1).relu_(), 5, 4, 1, divisor_override=1)
+    return torch.cat([F.avg_pool2d(F.conv2d(x[n:n + images_per_chunk], weight, bias, padding=1).relu_(),
+                                   5, 4, 1, divisor_override=1) for n in range(0, b, images_per_chunk)])
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a convolution of ``x`` computes in: autocast's where it is on, else ``x``'s."""
     device = x.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-
-
-def sum_pool(y: torch.Tensor) -> torch.Tensor:
-    """Channels-last ``(N, H, W, C)`` -> ``(N, H/4, W/4, C)``: each output sums input rows and columns
-    ``4i-1 .. 4i+3`` (AvgPool2d(5, 4, 1) times 25 for sides that are multiples of 4)."""
-    n, h, w, c = y.shape
-    across = y.view(n, h, w // 4, 4, c).sum(3)      # columns 4j .. 4j+3
-    across[:, :, 1:] += y[:, :, 3:w - 4:4]           # column 4j-1 (padding for j = 0)
-    pooled = across.view(n, h // 4, 4, w // 4, c).sum(2)
-    pooled[:, 1:] += across[:, 3:h - 4:4]
-    return pooled

@@ -60,7 +60,7 @@ class ColModule(nn.Module):
         self.out = nn.Linear(512, NUM_PARAMS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x)
+        check_images(x, self.out.weight.dtype)
         return self.out(torch.flatten(self.gpool(self.backbone(x)), 1))
 
 

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--recipe", default=RECIPES[0],
                      help="flag defaults from classification/training/recipes/<name>.yaml: 'paper' (the authors'), "
-                          "'small' (the small-scale path on 2 CPU cores, effnet_lite0 and the photos of "
-                          "classification/training/demo_photos/train) or 'smoke' (a minute on the sample photos); "
+                          "'small' (the small-scale path on 2 CPU cores, effnet_lite0 and the labelled photo folder given "
+                          "with --imagenet) or 'smoke' (a minute on the sample photos); "
                           "flags typed on the command line win")
     run.add_argument("--demo", action="store_true", help="the same as --recipe smoke")
     run.add_argument("--logdir", default="logs/sympie_rerun")
@@ -255,8 +255,7 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
     if args.deterministic:
         use_deterministic_algorithms()
     world_size = launched_world_size()
-    root = photo_folder(args.photos) if args.imagenet is None and args.photos else \
-        dataset_path("imagenet", args.config, args.imagenet)
+    root = photo_folder(args.photos, args.imagenet) or dataset_path("imagenet", args.config, args.imagenet)
     scan = scan_image_folder(root, labelled=args.labels == "dataset")
     check_split_sizes(scan, args, world_size, root)
     logdir = Path(args.logdir)

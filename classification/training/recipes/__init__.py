@@ -5,8 +5,10 @@
 - ``smoke.yaml``: a one-minute smoke run on the sample photos (``--recipe smoke``, alias ``--demo``).
 
 A recipe's keys are flag names (argparse destinations) and become the parser's defaults, so a flag the
-user types always wins. One key is not a flag: ``photos`` names the bundled photo set trained on unless
-``--imagenet`` is given; its folder is made only after every flag has been checked.
+user types always wins. One key is not a flag: ``photos`` names the photo set trained on: ``samples``, the
+bundled sample photos (unless ``--imagenet`` is given), or ``labelled_folder``, the variants of the
+labelled photo folder given with ``--imagenet`` (``classification/training/photo_folder.py``); its folder is
+made only after every flag has been checked.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from classification.errors import UserInputError
 RECIPES = ("paper", "small", "smoke")
 RECIPE_DIR = Path(__file__).resolve().parent
 DEMO_RECIPE = "smoke"  # what --demo stands for
-PHOTO_SETS = ("samples", "demo_photos")  # values of the key 'photos'
+PHOTO_SETS = ("samples", "labelled_folder")  # values of the key 'photos'
 UNSET = object()  # marks the destinations the command line did not set
 
 # flag -> (flag, value) it only applies with: a value the recipe gave it yields to the paper's default when the
@@ -74,14 +76,21 @@ def recipe_name(args: argparse.Namespace, typed: frozenset[str]) -> str:
     return recipe or RECIPES[0]
 
 
-def photo_folder(photos: str) -> Path:
-    """The training folder of a bundled photo set (made once in the cache, see the two modules)."""
-    if photos == "samples":
-        from classification.training.demo import demo_image_folder
+def photo_folder(photos: str | None, imagenet: str | None) -> Path | None:
+    """The training folder a recipe's photo set makes (once, in the cache), or None when the folder is
+    ``--imagenet`` (or the config's) as it is."""
+    if photos == "samples" and imagenet is None:
+        from classification.training.smoke_folder import demo_image_folder
 
         return demo_image_folder()
-    if photos == "demo_photos":
-        from classification.training.small import photo_variant_folder
+    if photos == "labelled_folder":
+        from classification.training.photo_folder import training_folder
 
-        return photo_variant_folder()
-    raise ValueError(f"unknown photo set {photos!r}; recipes may name {', '.join(PHOTO_SETS)}")
+        if imagenet is None:
+            raise UserInputError("--recipe small trains on a folder of labelled photos (one sub-folder per ImageNet "
+                                 "wnid); pass it with --imagenet PATH, e.g. --imagenet ../shared/photos/"
+                                 "imagenet-sample-even (see classification/training/checkpoints/README.md).")
+        return training_folder(imagenet)
+    if photos not in (None, *PHOTO_SETS):
+        raise ValueError(f"unknown photo set {photos!r}; recipes may name {', '.join(PHOTO_SETS)}")
+    return None

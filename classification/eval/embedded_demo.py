@@ -1,12 +1,15 @@
-"""The embedded demo of ``validate.py --demo``: a mini ImageNet-C rendered from the six sample photos.
+"""The embedded demo of ``validate.py --demo``: a mini ImageNet-C rendered from the repository's photos.
 
-The photos of ``assets/samples/`` are corrupted by our corruption engine with the benchmark builder's
-recipe (:mod:`classification.eval.render`: the 15 ImageNet-C corruptions, ``colwarp`` = one of
+Every public-domain / CC0 photo of the repository (``assets/demo_photos/``, twelve; ``assets/samples/`` are
+crops of six of them) gives :data:`VIEWS_PER_PHOTO` 224x224 views (:func:`photo_views`: the centre crop of
+the photo resized to a short side of 256, then seeded random crops, mirrored with probability 1/2), so that
+every cell of the grid holds 48 images. The views are corrupted by our corruption engine with the
+benchmark builder's recipe (:mod:`classification.eval.render`: the 15 ImageNet-C corruptions, ``colwarp`` = one of
 darken/sunset/night/white per image and severity, ``clean``; 5 severities; JPEG quality 85 as
 ImageNet-C was saved) into the layout :class:`~classification.eval.benchmark_sets.ImagenetC` reads, with its
 ``images.txt``. The set lives in a cache folder (``$SYMPIE_CACHE/demo``, default ``~/.cache/sympie/demo``),
 is rendered in a temporary folder renamed into place when complete (a killed run leaves no half set),
-and is reused while its recipe is unchanged. The photos and their labels are :mod:`classification.samples`.
+and is reused while its recipe is unchanged. The photos' labels are :data:`classification.samples.PHOTO_LABELS`.
 """
 from __future__ import annotations
 
@@ -14,23 +17,24 @@ import argparse
 import hashlib
 import json
 import logging
+import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from classification.atomic import atomic_folder, atomic_path, check_output_dir, write_json
 from classification.checkpoint import CHECKPOINT_DIR, resolve_colm
 from classification.distributed import launched_world_size
 from classification.errors import UserInputError
-from classification.eval.benchmark_sets import SPLIT_FILE
+from classification.eval.benchmark_sets import SEVERITIES, SPLIT_FILE
 from classification.eval.grids import delta, load_grid, render_heatmap
-from classification.eval.render import (CROP, RenderPlan, SourceImage, apply_steps, resize_and_crop, save_jpeg,
-                                        write_split)
+from classification.eval.render import CROP, RESIZE, RenderPlan, SourceImage, apply_steps, save_jpeg, write_split
 from classification.imagenet import imagenet_class_index
-from classification.samples import CACHE_ENV, SAMPLE_LABELS, SAMPLES_DIR, cache_root, sample_path
+from classification.rgb8 import pil_rgb8
+from classification.samples import CACHE_ENV, DEMO_PHOTOS_DIR, PHOTO_LABELS, cache_root
 from classification.training.corruptions import IMAGENET_C, IMAGENET_C_GROUPS
 
 log = logging.getLogger(__name__)
@@ -39,8 +43,9 @@ DEMO_CLASSIFIER = "effnet_lite0"
 DEMO_PREFIX = "demo_"
 DEMO_SEED = 0
 DEMO_PARTS = ("imagenet-c", "clean", "color")
-DEMO_RECIPE_VERSION = 1  # bump when the rendering changes, so that cached sets are rendered again
+DEMO_RECIPE_VERSION = 2  # bump when the rendering changes, so that cached sets are rendered again
 MARKER = "demo_set.json"
+VIEWS_PER_PHOTO = 4
 
 # the SyMPIE checkpoints --demo looks for in CHECKPOINT_DIR, in this order: the authors' release, then the demo
 # model this repository ships (trained by `train.py --recipe small`, see the checkpoints README)
@@ -93,8 +98,8 @@ def demo_checkpoint(colm: str | None, checkpoint_dir: Path | None = None) -> tup
     if released.is_file():
         return released, f"the released SyMPIE checkpoint {released}"
     if demo_model.is_file():
-        return demo_model, (f"the demo model {demo_model} (trained by train.py --recipe small on a few public-domain "
-                            f"photos, not the paper's model; {RELEASED_CHECKPOINT} is not in {checkpoint_dir})")
+        return demo_model, (f"the demo model {demo_model} (trained by train.py --recipe small on 400 ImageNet photos, "
+                            f"not the paper's model; {RELEASED_CHECKPOINT} is not in {checkpoint_dir})")
     return None, f"no SyMPIE checkpoint ({RELEASED_CHECKPOINT} or {DEMO_MODEL_CHECKPOINT} in {checkpoint_dir}): the classifier alone"
 
 
@@ -104,21 +109,40 @@ def mean_of_filled(values: np.ndarray) -> float | None:
     return float(filled.mean()) if filled.size else None
 
 
-def summary_line(base: Path, data: Path, label: str) -> str:
-    """One line: mean accuracy over the 15 ImageNet-C corruptions x 5 severities without and with SyMPIE and
-    the delta, then the same per group (noise, blur, weather, digital), the colour warp and clean."""
-    without, with_ = load_grid(base).values, load_grid(data).values
+def group_rows() -> dict[str, list[int]]:
+    """Summary group -> its rows of the ImageNet-C grid."""
     rows = {name: [IMAGENET_C.index(n) for n in names] for name, names in IMAGENET_C_GROUPS.items()}
-    rows = {"15 corruptions": list(range(len(IMAGENET_C))), **rows, "colour warp": [len(IMAGENET_C)],
+    return {"15 corruptions": list(range(len(IMAGENET_C))), **rows, "colour warp": [len(IMAGENET_C)],
             "clean": [len(IMAGENET_C) + 1]}
+
+
+def mean_and_error(grid: Path, rows: list[int]) -> tuple[float, float] | None:
+    """Mean accuracy (percent) over the filled cells of ``rows`` and its binomial standard error over the
+    images classified there (from the grid's ``.meta.json`` counts); None when no cell is filled."""
+    values = load_grid(grid).values[rows]
+    totals = np.asarray(json.loads(grid.with_suffix(".meta.json").read_text())["total"], float)[rows]
+    if rows == group_rows()["clean"]:  # the clean images are counted once per column: the same images 5 times
+        totals = totals / len(SEVERITIES)
+    filled = np.isfinite(values)
+    if not filled.any():
+        return None
+    mean = float(values[filled].mean())
+    images = float(totals[filled].sum())
+    return mean, 100 * float(np.sqrt(mean / 100 * (1 - mean / 100) / max(images, 1)))
+
+
+def summary_line(base: Path, data: Path, label: str) -> str:
+    """One line: per group (the 15 ImageNet-C corruptions, noise, blur, weather, digital, colour warp, clean) the
+    mean accuracy without and with SyMPIE over its cells, each with its standard error, and the difference."""
     parts = []
-    for name, index in rows.items():
-        a, b = mean_of_filled(without[index]), mean_of_filled(with_[index])
+    for name, rows in group_rows().items():
+        a, b = mean_and_error(base, rows), mean_and_error(data, rows)
         if a is None or b is None:  # a whole group left empty (--skip-missing): nothing to compare
             parts.append(f"{name} -")
             continue
-        parts.append(f"{name} {a:.1f} -> {b:.1f} ({b - a:+.1f})")
-    return f"demo, {DEMO_CLASSIFIER} accuracy % without -> with SyMPIE ({label}): " + "; ".join(parts)
+        parts.append(f"{name} {a[0]:.1f}±{a[1]:.1f} -> {b[0]:.1f}±{b[1]:.1f} ({b[0] - a[0]:+.1f})")
+    return (f"demo, {DEMO_CLASSIFIER} accuracy % without -> with SyMPIE ({label}), ± binomial standard error over "
+            f"the images of the group: " + "; ".join(parts))
 
 
 def write_summary(line: str, folder: Path) -> Path:
@@ -129,28 +153,47 @@ def write_summary(line: str, folder: Path) -> Path:
     return path
 
 
-def sample_sources(samples_dir: Path = SAMPLES_DIR) -> list[SourceImage]:
-    """The sample photos as benchmark-builder sources, each in the folder of its class's wnid."""
+def demo_photos(folder: Path = DEMO_PHOTOS_DIR) -> list[Path]:
+    """The photos of the demo, one per label of :data:`PHOTO_LABELS`; a missing one is the user's to restore."""
+    photos = [folder / f"{name}.jpg" for name in sorted(PHOTO_LABELS)]
+    missing = [p for p in photos if not p.is_file()]
+    if missing:
+        raise UserInputError(f"demo photo {missing[0]} is missing; restore assets/demo_photos/ from the repository.")
+    return photos
+
+
+def photo_views(photo: Path, count: int, seed: int = DEMO_SEED) -> list[np.ndarray]:
+    """``count`` 224x224 uint8 views of ``photo`` resized to a short side of 256: the centre crop, then seeded
+    random crops, each mirrored with probability 1/2 (seeded by the file name)."""
+    with Image.open(photo) as image:
+        image = pil_rgb8(image)
+    scale = RESIZE / min(image.size)
+    image = image.resize((max(RESIZE, round(image.width * scale)), max(RESIZE, round(image.height * scale))),
+                         Image.BILINEAR)
+    rng = random.Random(f"{seed}/{photo.name}")
+    views = []
+    for k in range(count):
+        if k == 0:
+            left, top = round((image.width - CROP) / 2), round((image.height - CROP) / 2)
+        else:
+            left, top = rng.randint(0, image.width - CROP), rng.randint(0, image.height - CROP)
+        view = image.crop((left, top, left + CROP, top + CROP))
+        views.append(np.asarray(ImageOps.mirror(view) if k and rng.random() < 0.5 else view))
+    return views
+
+
+def demo_sources(photos: list[Path]) -> list[SourceImage]:
+    """One benchmark-builder source per view (``<photo>_v<k>``), in the folder of its photo's label's wnid."""
     wnid_of = {index: wnid for wnid, index in imagenet_class_index().items()}
-    sources = []
-    for index, name in enumerate(sorted(SAMPLE_LABELS)):
-        sources.append(SourceImage(index, wnid_of[SAMPLE_LABELS[name]], sample_path(name, samples_dir)))
-    return sources
+    return [SourceImage(i * VIEWS_PER_PHOTO + k, wnid_of[PHOTO_LABELS[photo.stem]], photo.with_name(f"{photo.stem}_v{k}"))
+            for i, photo in enumerate(photos) for k in range(VIEWS_PER_PHOTO)]
 
 
-def load_sample(path: Path) -> np.ndarray:
-    """A sample photo as a 224x224x3 uint8 array (they are stored at that size; others get Resize+CenterCrop)."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-    if image.size != (CROP, CROP):
-        image = resize_and_crop(image)
-    return np.asarray(image)
-
-
-def recipe_fingerprint(sources: list[SourceImage]) -> dict:
-    """What the cached set depends on: recipe version, seed, labels and the photos' bytes."""
-    photos = {s.path.name: hashlib.sha256(s.path.read_bytes()).hexdigest() for s in sources}
-    return {"version": DEMO_RECIPE_VERSION, "seed": DEMO_SEED, "labels": SAMPLE_LABELS, "photos": photos}
+def recipe_fingerprint(photos: list[Path]) -> dict:
+    """What the cached set depends on: recipe version, seed, views, labels and the photos' bytes."""
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos}
+    return {"version": DEMO_RECIPE_VERSION, "seed": DEMO_SEED, "views": VIEWS_PER_PHOTO, "labels": PHOTO_LABELS,
+            "photos": digests}
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
@@ -171,18 +214,20 @@ def cache_state(folder: Path, fingerprint: dict) -> str:
     return "complete" if recorded.get("files") == file_sizes(folder) else "damaged"
 
 
-def render_demo_set(out: Path, sources: list[SourceImage]) -> int:
+def render_demo_set(out: Path, photos: list[Path]) -> int:
     """Write every file of the mini ImageNet-C and ``images.txt`` into ``out``; returns the number of images."""
     plan = RenderPlan(out, DEMO_SEED, tuple(IMAGENET_C), DEMO_PARTS)
+    sources = demo_sources(photos)
     written = 0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 224x224 images: more threads only add contention (8x slower on a busy machine)
     try:
-        for source in sources:
-            crop = load_sample(source.path)
-            for output in plan.outputs(source):
-                save_jpeg(apply_steps(crop, output.steps), output.path)
-                written += 1
+        for photo_index, photo in enumerate(photos):
+            views = photo_views(photo, VIEWS_PER_PHOTO)
+            for k, view in enumerate(views):
+                for output in plan.outputs(sources[photo_index * VIEWS_PER_PHOTO + k]):
+                    save_jpeg(apply_steps(view, output.steps), output.path)
+                    written += 1
     finally:
         torch.set_num_threads(threads)
     write_split(out / SPLIT_FILE, sources)
@@ -193,8 +238,8 @@ def prepare_demo_set(folder: Path | None = None) -> Path:
     """The folder of the mini ImageNet-C, rendered now unless an identical complete one is cached."""
     folder = Path(folder) if folder is not None else cache_dir()
     check_cache_folder(folder)
-    sources = sample_sources()
-    fingerprint = recipe_fingerprint(sources)
+    photos = demo_photos()
+    fingerprint = recipe_fingerprint(photos)
     state = cache_state(folder, fingerprint) if folder.is_dir() else "outdated"
     if state == "complete":
         log.info("demo set: reusing %s", folder)
@@ -203,10 +248,10 @@ def prepare_demo_set(folder: Path | None = None) -> Path:
         log.warning("demo set: %s has missing or changed files; rendering it again", folder)
     if folder.exists():  # an outdated or damaged set
         shutil.rmtree(folder)
-    log.info("demo set: rendering %d sample photos x %d categories x 5 severities into %s", len(sources),
-             len(IMAGENET_C) + 2, folder)
+    log.info("demo set: rendering %d photos x %d views x %d categories x 5 severities into %s", len(photos),
+             VIEWS_PER_PHOTO, len(IMAGENET_C) + 2, folder)
     with atomic_folder(folder) as staging:
-        files = render_demo_set(staging, sources)
+        files = render_demo_set(staging, photos)
         write_json(staging / MARKER, {"recipe": fingerprint, "files": file_sizes(staging)}, indent=1)
     log.info("demo set: %d files written", files)
     return folder
@@ -216,12 +261,12 @@ def draw_heatmaps(grids: list[Path]) -> list[Path]:
     """The heat map of each demo grid and, with two grids, of their difference (second - first)."""
     pictures = []
     for path in grids:
-        title = f"Demo (6 sample photos): {path.stem.removeprefix(DEMO_PREFIX)} (accuracy %)"
+        title = f"Demo ({len(PHOTO_LABELS)} photos x {VIEWS_PER_PHOTO} views): {path.stem.removeprefix(DEMO_PREFIX)} (accuracy %)"
         pictures.append(render_heatmap(load_grid(path), path.with_suffix(".png"), title))
     if len(grids) == 2:
         base, data = grids
         out = data.with_name(f"{data.stem}_vs_{base.stem}.png")
-        title = (f"Demo (6 sample photos): {data.stem.removeprefix(DEMO_PREFIX)} - "
+        title = (f"Demo ({len(PHOTO_LABELS)} photos x {VIEWS_PER_PHOTO} views): {data.stem.removeprefix(DEMO_PREFIX)} - "
                  f"{base.stem.removeprefix(DEMO_PREFIX)} (accuracy points)")
         pictures.append(render_heatmap(delta(load_grid(data), load_grid(base)), out, title, signed=True))
     return pictures

@@ -9,19 +9,16 @@ writes a TensorBoard log and ``final.pth``.
 """
 from __future__ import annotations
 
-import logging
 import random
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from classification.atomic import atomic_folder, check_output_dir
+from classification.atomic import check_output_dir
 from classification.imagenet import imagenet_class_index
 from classification.samples import CACHE_ENV, SAMPLE_LABELS, cache_root, sample_path
-
-log = logging.getLogger(__name__)
+from classification.training.photo_folder import cached_folder, variant_of
 
 VARIANTS_PER_PHOTO = 30
 VARIANT_SIZE = 288
@@ -53,33 +50,3 @@ def write_demo_image_folder(root: Path, wnids: Sequence[str]) -> None:
 def variant_file(wnid: str, name: str, k: int) -> str:
     """Where variant ``k`` of sample photo ``name`` goes in the demo folder, relative to it."""
     return f"{wnid}/{name}_{k:02d}.jpg"
-
-
-def cached_folder(target: Path, files: set[str], write: Callable[[Path], None]) -> Path:
-    """``target``, filled by ``write`` in a temporary folder renamed into place, unless it already holds
-    exactly ``files`` (relative paths, none of them empty); a folder with a file missing, added or empty
-    (e.g. an interrupted copy or a clean-up) is made again.
-
-    Every process of a torchrun launch may get here first: each renders its own copy, and the first one
-    renamed into place is kept (the content is the same, it is seeded).
-    """
-    if target.is_dir():
-        present = {p.relative_to(target).as_posix(): p.stat().st_size for p in target.rglob("*") if p.is_file()}
-        if set(present) == files and all(present.values()):
-            return target
-        log.warning("%s has missing, extra or empty files; making it again", target)
-        shutil.rmtree(target, ignore_errors=True)
-    with atomic_folder(target) as staging:
-        write(staging)
-    return target
-
-
-def variant_of(photo: Image.Image, rng: random.Random, size: int) -> Image.Image:
-    """A random square crop of 60-100 % of the short side, mirrored with probability 1/2, resized to
-    ``size`` x ``size`` (the variants of both training demos)."""
-    side = int(min(photo.size) * rng.uniform(0.6, 1.0))
-    left, top = rng.randrange(photo.width - side + 1), rng.randrange(photo.height - side + 1)
-    crop = photo.crop((left, top, left + side, top + side))
-    if rng.random() < 0.5:
-        crop = ImageOps.mirror(crop)
-    return crop.resize((size, size), Image.BILINEAR)

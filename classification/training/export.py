@@ -1,8 +1,8 @@
 """Export SyMPIE (optionally with a classifier behind it) for deployment: ``torch.export`` and ONNX.
 
-    python -m classification.export --colm sympie --out sympie.onnx                 # SyMPIE alone
-    python -m classification.export --colm sympie --clas rn50_2 --out rn50_2.onnx   # SyMPIE + classifier
-    python -m classification.export --colm sympie --out sympie.pt2                  # torch.export program
+    python classification/training/export.py --colm sympie --out sympie.onnx                 # SyMPIE alone
+    python classification/training/export.py --colm sympie --clas rn50_2 --out rn50_2.onnx   # SyMPIE + classifier
+    python classification/training/export.py --colm sympie --out sympie.pt2                  # torch.export program
 
 The exported graph takes ImageNet-normalised float32 images (B,3,H,W) of any batch size and image size
 and returns the corrected images (or the classifier's logits). Its arithmetic is the eager module's with
