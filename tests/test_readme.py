@@ -38,7 +38,7 @@ def commands_of(readme: Path, start: Path) -> list[tuple[Path, list[str]]]:
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), flags=re.S):
         cwd = start
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a trailing backslash continues the command
             line = line.split("  #", 1)[0].strip()
             if not line:
                 continue
