@@ -11,8 +11,8 @@ Paths: ``plain`` is SyMPIE with the training module (``fused=False``), ``fused``
 All timed configurations run in turns, once per repeat, so that a shared machine's load falls on all of
 them alike; the table gives medians. At 224x224 every model is timed; at 1920x1080 SyMPIE alone (the
 estimate is on a 224x224 view, the warp at full resolution; classifiers take resized images).
-Weights are random (speed does not depend on them). ``gpu_summary(device)`` is the CUDA part that
-``gpu_check.py`` calls.
+Weights are random (speed does not depend on them). ``gpu_check.py`` runs the CUDA part
+(:func:`gpu_check_lines`).
 """
 from __future__ import annotations
 
@@ -181,10 +181,12 @@ def run_device(device: torch.device, sizes, paths, classifiers, repeats: int) ->
     return head + table(configs) + verdicts(configs, device)
 
 
-def gpu_summary(device: torch.device | str = "cuda", repeats: int = 5) -> str:
-    """The CUDA part (for gpu_check.py): plain, fused and compiled, alone and in front of both classifiers."""
-    device = torch.device(device)
-    return "\n".join(run_device(device, CUDA_SIZES, ("plain", "fused", "compiled"), tuple(CLASSIFIERS), repeats))
+def gpu_check_lines(device: torch.device, reduced: bool) -> list[str]:
+    """The part ``gpu_check.py`` runs: on CUDA plain, fused and compiled at :data:`CUDA_SIZES`, alone and in
+    front of both classifiers; ``reduced`` (its CPU run) plain and fused in front of ResNet-50 at small sizes."""
+    if reduced:
+        return run_device(device, ((2, 224, 224), (1, 270, 480)), ("plain", "fused"), ("ResNet-50",), repeats=1)
+    return run_device(device, CUDA_SIZES, ("plain", "fused", "compiled"), tuple(CLASSIFIERS), repeats=3)
 
 
 def main(argv: list[str] | None = None) -> None:

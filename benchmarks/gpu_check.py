@@ -14,6 +14,10 @@ per step):
   (batch 8; CPU 1): images/s.
 - ``inference``: ResNet-50 (random weights; CPU reduced: ResNet-18) alone and behind SyMPIE, batch 64 at
   224x224 (CPU 2), bfloat16 autocast on CUDA: images/s of each and the time SyMPIE adds.
+- ``inference cost``: ``bench_inference.py``'s CUDA part: SyMPIE's plain, fused and compiled paths alone
+  and in front of ResNet-50 and EfficientNet-Lite0 (batch 256 at 224x224, batch 16 at 1920x1080, bf16),
+  its verdicts against the targets in the table and its whole table after it (CPU: plain and fused in front
+  of ResNet-50 at batch 2, once).
 - ``process group``: NCCL on CUDA (gloo on the CPU) with one rank: all_reduce and broadcast.
 - ``train step``: ``train_step`` (teacher pass, two student rounds, Adam, EMA) against one plain step
   (the student's forward and backward, cross-entropy, Adam) at the paper's batch 48 and 224x224 with
@@ -63,8 +67,8 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 TRAIN = REPO / "classification" / "training" / "train.py"
 VALIDATE = REPO / "classification" / "eval" / "validate.py"
-STEPS = ("corruptions", "warp", "inference", "process group", "train step", "train", "resume", "torchrun",
-         "validate", "segmentation")
+STEPS = ("corruptions", "warp", "inference", "inference cost", "process group", "train step", "train", "resume",
+         "torchrun", "validate", "segmentation")
 MARK = "GPU_CHECK_RESULT "
 PAPER_ITERATIONS, PAPER_BATCH, PAPER_PROCESSES = 50_000, 48, 8  # the paper's schedule
 
@@ -178,6 +182,14 @@ def step_inference(device: torch.device, sizes: Sizes, workdir: Path) -> str:
     return (f"{sizes.classifier} batch {len(x)} 224x224{', bf16' if amp else ''}: "
             f"alone {per_second(rates['alone'])} images/s, behind SyMPIE {per_second(rates['behind SyMPIE'])} "
             f"images/s ({100 * added:+.0f} % time)")
+
+
+def step_inference_cost(device: torch.device, sizes: Sizes, workdir: Path) -> tuple[str, dict]:
+    import bench_inference  # beside this script
+
+    lines = bench_inference.gpu_check_lines(device, reduced=not sizes.full)
+    verdicts = [line for line in lines if line.split(":")[0] in bench_inference.PATHS]
+    return "; ".join(verdicts) or lines[0], {"table": lines}
 
 
 def step_process_group(device: torch.device, sizes: Sizes, workdir: Path) -> str:
@@ -432,8 +444,8 @@ def run_step(name: str, device: torch.device, reduced: bool, workdir: Path) -> d
 
 STEP_FUNCTIONS = {
     "corruptions": step_corruptions, "warp": step_warp, "inference": step_inference,
-    "process group": step_process_group, "train step": step_train_step, "train": step_train,
-    "resume": step_resume, "torchrun": step_torchrun, "validate": step_validate, "segmentation": step_segmentation,
+    "inference cost": step_inference_cost, "process group": step_process_group, "train step": step_train_step,
+    "train": step_train, "resume": step_resume, "torchrun": step_torchrun, "validate": step_validate, "segmentation": step_segmentation,
 }
 
 
@@ -496,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(results) - len(failed)} of {len(results)} steps passed or skipped in "
           f"{time.perf_counter() - start:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     print(schedule_line(results, device, full))
+    for r in results:
+        if r.get("numbers", {}).get("table"):
+            print(f"\n{r['step']}:\n" + "\n".join(r["numbers"]["table"]))
     return 1 if failed else 0
 
 

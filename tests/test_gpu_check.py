@@ -11,8 +11,8 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
-STEPS = ("corruptions", "warp", "inference", "process group", "train step", "train", "resume", "torchrun",
-         "validate", "segmentation")
+STEPS = ("corruptions", "warp", "inference", "inference cost", "process group", "train step", "train", "resume",
+         "torchrun", "validate", "segmentation")
 
 
 def load_gpu_check():
@@ -34,6 +34,8 @@ def test_reduced_run_on_the_cpu_passes_every_step():
         assert "GiB" in row, row  # peak memory reported
     assert f"{len(STEPS)} of {len(STEPS)} steps passed" in done.stdout
     assert "train_step" in table and "plain step" in table and "behind SyMPIE" in table
+    assert "fused: SyMPIE alone" in table and "x ResNet-50's time" in table  # bench_inference's verdicts
+    assert "| fused | SyMPIE + ResNet-50 | 2 | 224x224 |" in done.stdout  # and its whole table after it
     assert "the paper's schedule (50,000 iterations x 48 x 8 processes): no estimate" in done.stdout
 
 
