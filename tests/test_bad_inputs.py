@@ -662,8 +662,8 @@ def test_empty_cells_are_null_and_outputs_honour_the_umask(tmp_path):
 @pytest.mark.slow
 def test_demo_with_a_damaged_cache_renders_it_again(tmp_path):
     config(tmp_path)
-    argv = [VALIDATE, "--demo", "--colm", "none", "--no-progress", "--out", str(tmp_path / "json")]
-    before = listing(tmp_path)
+    argv = [VALIDATE, "--demo", "--debug", "--colm", "none", "--no-progress", "--out", str(tmp_path / "json")]
+    before = listing(tmp_path)  # --debug: one batch classified; the whole set is rendered (and rendered again)
     assert run(tmp_path, *argv).returncode == 0
     victim = next((tmp_path / "cache" / "demo" / "weather" / "fog").rglob("*.JPEG"))
     victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a full disk

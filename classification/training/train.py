@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import shutil
@@ -42,7 +43,7 @@ from classification.training.engine import DISTILL_MODES
 from classification.training.preemption import Preempted
 from classification.training.recipes import RECIPES, parse_command_line, photo_folder
 from classification.training.run_log import log_file, setup_logging
-from classification.training.trainer import Trainer
+from classification.training.trainer import Trainer, TrainerSettings
 from segmentation.validation import build_validators
 
 log = logging.getLogger("sympie.train")
@@ -207,6 +208,11 @@ def data_settings(args: argparse.Namespace) -> DataSettings:
                         val_workers=args.val_workers, val_iters=args.val_iters)
 
 
+def trainer_settings(args: argparse.Namespace) -> TrainerSettings:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainerSettings)}
+    return TrainerSettings(**{**values, "classifiers": tuple(args.classifiers), "logdir": str(args.logdir)})
+
+
 def build_classifiers(args: argparse.Namespace) -> list[nn.Module]:
     """The frozen upstream classifiers, built once for the whole run (unknown names fail here). With
     ``--random-init`` their weights are drawn from ``--seed``: the same in every process and every run (a
@@ -273,7 +279,8 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
         validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
                                       args.val_workers, ctx.device, trusted=args.trust_checkpoint)
         data = TrainingBatches(root, scan, data_settings(args), ctx)
-        trainer = Trainer(args, ctx, classifiers, data, run_config.recipe(args, world_size), resume, validators)
+        trainer = Trainer(trainer_settings(args), ctx, classifiers, data, run_config.recipe(args, world_size), resume,
+                          validators)
         if ctx.is_main:  # only now, so that a wrong segmentation checkpoint leaves no run behind
             run_config.write_run_config(logdir, args, world_size)
         trainer.fit()

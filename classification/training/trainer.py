@@ -7,10 +7,10 @@ step with its checkpoint written (:mod:`classification.training.preemption`).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,6 +62,35 @@ class Divergence:
         return None if value == self.NONE else value
 
 
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The flags the training loop reads (``train.py``'s ``trainer_settings`` fills it from the command line;
+    the data's own flags are :class:`~classification.training.batches.DataSettings`)."""
+
+    classifiers: tuple[str, ...]
+    init: str
+    labels: str
+    distill: str
+    temperature: float
+    lr: float
+    epochs: int
+    iters_per_epoch: int
+    batch_size: int
+    ema_rate: float
+    round2_weight: float
+    grad_clamp: float
+    pixel_weight: float
+    freeze_nem_bn: bool
+    bn_calibration_batches: int
+    amp: bool
+    compile: bool
+    seed: int
+    logdir: str
+    print_every: int
+    image_every: int
+    export: str | None
+
+
 class Trainer:
     """Owns the models, optimizer, data and outputs of one run; :meth:`fit` runs (or continues) it.
 
@@ -70,19 +99,19 @@ class Trainer:
     run's recipe as :func:`run_config.recipe` writes it into every checkpoint.
     """
 
-    def __init__(self, args: argparse.Namespace, ctx: DistributedContext, classifiers: Sequence[nn.Module],
+    def __init__(self, settings: TrainerSettings, ctx: DistributedContext, classifiers: Sequence[nn.Module],
                  data: TrainingBatches, record: dict, resume: bool = False,
                  validators: Mapping[str, Validator] | None = None):
-        self.args, self.ctx, self.data, self.record = args, ctx, data, record
-        self.logdir = Path(args.logdir)
-        self.iters = args.iters_per_epoch
-        self.total_steps = args.epochs * self.iters
+        self.settings, self.ctx, self.data, self.record = settings, ctx, data, record
+        self.logdir = Path(settings.logdir)
+        self.iters = settings.iters_per_epoch
+        self.total_steps = settings.epochs * self.iters
         self.validators = dict(validators or {})
         self._build_models(classifiers)
         self.start_step, self.best = 0, {}
         if resume:
             self._load_checkpoint()
-        elif args.freeze_nem_bn and args.bn_calibration_batches:
+        elif settings.freeze_nem_bn and settings.bn_calibration_batches:
             self._calibrate_batchnorm()
         self.model: nn.Module = self.student
         if ctx.distributed:
@@ -91,18 +120,18 @@ class Trainer:
                 self.student, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=False)
         self.divergence = Divergence(ctx.device)
         self.stops = StopRequests(ctx)
-        self.log = (TrainingLog(self.logdir, self.start_step, self.total_steps, self.iters, args.print_every)
+        self.log = (TrainingLog(self.logdir, self.start_step, self.total_steps, self.iters, settings.print_every)
                     if ctx.is_main else None)
 
     def _build_models(self, classifiers: Sequence[nn.Module]) -> None:
-        args, device = self.args, self.ctx.device
-        torch.manual_seed(args.seed)  # identical student and teacher initialisations on every process
+        settings, device = self.settings, self.ctx.device
+        torch.manual_seed(settings.seed)  # identical student and teacher initialisations on every process
         self.student = CorrectColMulti([c.to(device) for c in classifiers]).to(device)
         self.teacher = CorrectColMulti(self.student.classifiers).to(device).eval()
         self.teacher.requires_grad_(False)
         if device.type == "cuda":  # the frozen classifiers' convolutions run faster in channels_last
             self.student.classifiers.to(memory_format=torch.channels_last)
-        if args.init == "identity":
+        if settings.init == "identity":
             identity_init_(self.student.nem)
             identity_init_(self.teacher.nem)
         self.sync_bn = self.ctx.distributed and device.type == "cuda"
@@ -111,10 +140,10 @@ class Trainer:
         elif self.ctx.distributed:
             log.info("SyncBatchNorm needs CUDA: on CPU the batch statistics are per process and the running "
                      "statistics are averaged after every step")
-        add_gradient_clamp_hooks(self.student.nem.parameters(), args.grad_clamp)
-        self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=args.lr)
+        add_gradient_clamp_hooks(self.student.nem.parameters(), settings.grad_clamp)
+        self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=settings.lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps)
-        if args.compile:  # in place: the state_dict keys stay those of the plain modules
+        if settings.compile:  # in place: the state_dict keys stay those of the plain modules
             self.student.nem.compile()
             self.teacher.nem.compile()
 
@@ -123,9 +152,9 @@ class Trainer:
     def fit(self) -> None:
         """Train from :attr:`start_step` to the end; raises :class:`Preempted` after writing the checkpoint when
         SIGTERM or SIGUSR1 arrive."""
-        args = self.args
+        settings = self.settings
         log.info("training %d epochs x %d iterations, batch %d x %d processes, classifiers %s, from step %d",
-                 args.epochs, self.iters, args.batch_size, self.ctx.world_size, ", ".join(args.classifiers),
+                 settings.epochs, self.iters, settings.batch_size, self.ctx.world_size, ", ".join(settings.classifiers),
                  self.start_step)
         try:
             with self.stops.installed():
@@ -134,9 +163,9 @@ class Trainer:
                 ckpt.save_nem(self.logdir / "final.pth", self.student)
                 ckpt.save_nem(self.logdir / "final_ema.pth", self.teacher)
                 log.info("done: %s and %s", self.logdir / "final.pth", self.logdir / "final_ema.pth")
-                if args.export:
-                    export_half(self.student, Path(args.export))
-                    log.info("exported the final NEM in float16 to %s", args.export)
+                if settings.export:
+                    export_half(self.student, Path(settings.export))
+                    log.info("exported the final NEM in float16 to %s", settings.export)
         finally:
             if self.log is not None:
                 self.log.close()
@@ -154,19 +183,19 @@ class Trainer:
             self._stop_if_asked(step, save=False)
 
     def _train_step(self, step: int, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> None:
-        args, ctx = self.args, self.ctx
+        s, ctx = self.settings, self.ctx
         clasid = step % len(self.student.classifiers)
-        if args.labels == "classifier":
-            y = classifier_targets(self.student.classifiers[clasid], z, args.distill, args.temperature, args.amp)
-        if args.freeze_nem_bn:  # every step: validation puts the NEM back in training mode
+        if s.labels == "classifier":
+            y = classifier_targets(self.student.classifiers[clasid], z, s.distill, s.temperature, s.amp)
+        if s.freeze_nem_bn:  # every step: validation puts the NEM back in training mode
             freeze_batchnorm(self.student.nem)
-        logging_step = (step + 1) % args.print_every == 0 or step + 1 == self.total_steps
-        show = bool(args.image_every) and step % args.image_every == 0 and ctx.is_main
+        logging_step = (step + 1) % s.print_every == 0 or step + 1 == self.total_steps
+        show = bool(s.image_every) and step % s.image_every == 0 and ctx.is_main
         out = train_step(self.model, self.teacher, x, y, z, clasid=clasid, optimizer=self.optimizer,
-                         scheduler=self.scheduler, ema_rate=args.ema_rate, round2_weight=args.round2_weight,
-                         amp=args.amp, with_metrics=logging_step, keep_visuals=show,
+                         scheduler=self.scheduler, ema_rate=s.ema_rate, round2_weight=s.round2_weight,
+                         amp=s.amp, with_metrics=logging_step, keep_visuals=show,
                          sync_buffers=None if self.sync_bn else self._average_student_statistics,
-                         temperature=args.temperature, pixel_weight=args.pixel_weight)
+                         temperature=s.temperature, pixel_weight=s.pixel_weight)
         self.divergence.track(step, out.losses["loss"])
         if logging_step:
             self._stop_if_diverged()
@@ -183,30 +212,30 @@ class Trainer:
     def _calibrate_batchnorm(self) -> None:
         """``--freeze-nem-bn``: the student's and the teacher's NEM BatchNorm statistics are the mean over the
         first ``--bn-calibration-batches`` x batch size training crops of epoch 0 (corrupted as in training)."""
-        views = [estimation_view(x) for x in self.data.calibration(self.args.bn_calibration_batches)]
+        views = [estimation_view(x) for x in self.data.calibration(self.settings.bn_calibration_batches)]
         for model in (self.student, self.teacher):
             calibrate_batchnorm(model.nem, views)
             average_floating_buffers(model.nem, self.ctx)
         log.info("NEM BatchNorm statistics from %d training crops, frozen from now on",
-                 len(views) * self.args.batch_size * self.ctx.world_size)
+                 len(views) * self.settings.batch_size * self.ctx.world_size)
 
     def _validation_batches(self):
         for j, (x, y, z) in self.data.validation():
-            if self.args.labels == "classifier":  # accuracy against the classifier's top-1 on the clean crop
+            if self.settings.labels == "classifier":  # accuracy against the classifier's top-1 on the clean crop
                 y = classifier_targets(self.student.classifiers[j % len(self.student.classifiers)], z, "hard",
-                                       amp=self.args.amp)
+                                       amp=self.settings.amp)
             yield x, y, z
 
     def _end_of_epoch(self, step: int) -> None:
         """Validation, best checkpoints, the full training checkpoint (after ``step`` steps)."""
         self._stop_if_diverged(check_weights=True)
-        metrics = validate(self.student, self._validation_batches(), self.ctx, self.args.amp)
+        metrics = validate(self.student, self._validation_batches(), self.ctx, self.settings.amp)
         scores = {"uw": metrics["dacc_uw"], "uo": metrics["dacc_uo"]}
         scores.update({name: validator(self.student.nem) for name, validator in self.validators.items()})
         improved = [name for name, value in scores.items() if value > self.best.get(name, -math.inf)]
         self.best.update({name: scores[name] for name in improved})
         if self.ctx.is_main:
-            log.info("epoch %d/%d validation on %d images: %s%s", step // self.iters, self.args.epochs,
+            log.info("epoch %d/%d validation on %d images: %s%s", step // self.iters, self.settings.epochs,
                      metrics["images"],
                      "  ".join(f"{k} {v:+.2f}" if k in ("uw", "uo") else f"{k} {v:.2f}" for k, v in scores.items()),
                      f"  (new best: {', '.join(improved)})" if improved else "")
@@ -244,7 +273,7 @@ class Trainer:
         where = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint had been written yet"
         what = (f"the loss became infinite or NaN at step {first + 1}" if first >= 0 else
                 "the weights became infinite or NaN")
-        raise UserInputError(f"{what} (--lr {self.args.lr} may be too high): training stopped without writing the "
+        raise UserInputError(f"{what} (--lr {self.settings.lr} may be too high): training stopped without writing the "
                              f"diverged weights; {where}.")
 
     # ------------------------------------------------------------------ checkpoints
