@@ -2,11 +2,13 @@
 DeepLab, on Cityscapes and ACDC, after every epoch.
 
 :func:`build_validators` returns one callable ``validator(nem) -> mIoU`` per benchmark whose folder and
-DeepLab checkpoint exist. ``train.py`` builds them and hands them to the trainer, which only calls them:
-the training package knows nothing of segmentation.
+DeepLab checkpoint exist. ``train.py`` finds :func:`training_validators` through the package's entry point
+``sympie.training_validators`` (``pyproject.toml``) and hands the validators to the trainer, which only calls
+them: the training package knows nothing of segmentation.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -49,6 +51,13 @@ def build_validators(checkpoint: str | os.PathLike, roots: Mapping[str, str | os
         return {}
     segmenter = load_deeplab(checkpoint, map_location="cpu", trusted=trusted).to(device)
     return {name: functools.partial(miou, name, segmenter, root, workers, device) for name, root in found.items()}
+
+
+def training_validators(args: argparse.Namespace, device: torch.device) -> dict[str, Validator]:
+    """The entry point ``train.py`` calls: :func:`build_validators` from its flags (``--seg-checkpoint``,
+    ``--cityscapes``, ``--acdc``, ``--config``, ``--val-workers``, ``--trust-checkpoint``)."""
+    return build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
+                            args.val_workers, device, trusted=args.trust_checkpoint)
 
 
 def miou(name: str, segmenter: nn.Module, root: Path, workers: int, device: torch.device, nem: nn.Module) -> float:

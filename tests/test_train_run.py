@@ -3,6 +3,7 @@ two gloo processes, bad input."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -191,6 +192,27 @@ def test_segmentation_validation_hook(imagenet, tmp_path, monkeypatch):
         assert len(load_nem_checkpoint(logdir / name)) == 51
     assert "segmentation validation skipped" not in (logdir / "train.log").read_text()
     assert torch.load(logdir / "checkpoint.pth", weights_only=True)["best"]["acdc"] == 48.0
+
+
+def test_without_the_installed_entry_point_training_runs_and_says_how_to_get_segmentation_validation(
+        imagenet, tmp_path, monkeypatch, caplog):
+    """train.py imports no segmentation code: it finds the validators through the package's entry point; a
+    checkout used without installing it trains with a warning instead."""
+    monkeypatch.setattr(train_module, "entry_points", lambda group: [])
+    with caplog.at_level(logging.WARNING, logger="sympie.train"):
+        logdir = train(run_args(imagenet, tmp_path / "run", "--epochs", "1", "--iters-per-epoch", "1"),
+                       classifiers=[tiny_classifier()])
+    assert "no sympie.training_validators entry point is installed" in caplog.text
+    assert "pip install -e ." in caplog.text and (logdir / "final.pth").is_file()
+
+
+def test_the_segmentation_entry_point_is_installed():
+    from importlib.metadata import entry_points
+
+    from segmentation.validation import training_validators
+
+    (entry,) = entry_points(group="sympie.training_validators")
+    assert entry.load() is training_validators
 
 
 def free_port() -> int:

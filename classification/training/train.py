@@ -24,6 +24,7 @@ import logging
 import math
 import shutil
 from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
@@ -44,7 +45,6 @@ from classification.training.preemption import Preempted
 from classification.training.recipes import RECIPES, parse_command_line, photo_folder
 from classification.training.run_log import log_file, setup_logging
 from classification.training.trainer import Trainer, TrainerSettings
-from segmentation.validation import build_validators
 
 log = logging.getLogger("sympie.train")
 
@@ -208,6 +208,22 @@ def data_settings(args: argparse.Namespace) -> DataSettings:
                         val_workers=args.val_workers, val_iters=args.val_iters)
 
 
+VALIDATOR_ENTRY_POINTS = "sympie.training_validators"
+
+
+def plugin_validators(args: argparse.Namespace, device: torch.device) -> dict:
+    """The validators of the installed entry points :data:`VALIDATOR_ENTRY_POINTS` (the segmentation package's:
+    Cityscapes and ACDC mIoU; ``pyproject.toml``), each given the parsed flags and the device."""
+    found = entry_points(group=VALIDATOR_ENTRY_POINTS)
+    if not found:
+        log.warning("no %s entry point is installed, so there is no segmentation validation: install the "
+                    "repository (pip install -e .) to have it", VALIDATOR_ENTRY_POINTS)
+    validators = {}
+    for entry in sorted(found, key=lambda e: e.name):
+        validators.update(entry.load()(args, device))
+    return validators
+
+
 def trainer_settings(args: argparse.Namespace) -> TrainerSettings:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainerSettings)}
     return TrainerSettings(**{**values, "classifiers": tuple(args.classifiers), "logdir": str(args.logdir)})
@@ -276,8 +292,7 @@ def train(args: argparse.Namespace, classifiers: Sequence[nn.Module] | None = No
             log.warning("%s does not hold ImageNet's 1000 class folders (it has %d): the i-th folder in sorted order "
                         "is taken as the classifier's class i; pass --labels classifier to train on other photos",
                         root, len(scan[0]))
-        validators = build_validators(args.seg_checkpoint, {"city": args.cityscapes, "acdc": args.acdc}, args.config,
-                                      args.val_workers, ctx.device, trusted=args.trust_checkpoint)
+        validators = plugin_validators(args, ctx.device)
         data = TrainingBatches(root, scan, data_settings(args), ctx)
         trainer = Trainer(trainer_settings(args), ctx, classifiers, data, run_config.recipe(args, world_size), resume,
                           validators)
