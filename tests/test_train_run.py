@@ -65,6 +65,20 @@ class Killed(Exception):
     pass
 
 
+def kill_at_call(monkeypatch, n: int) -> None:
+    """Make ``train_step``'s ``n``-th call from now raise :class:`Killed` (a run killed mid-training); undo with
+    ``monkeypatch.undo()``."""
+    real_step, calls = trainer_module.train_step, []
+
+    def dying_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", dying_step)
+
+
 def check_outputs(logdir, classifier, frozen) -> None:
     """Everything a finished run leaves in its log dir."""
     for name in ("final.pth", "final_ema.pth", "best_uw.pth", "best_uo.pth", "checkpoint.pth"):
@@ -98,18 +112,10 @@ def test_run_outputs_and_killed_then_resumed_run_ends_like_an_uninterrupted_one(
     train(run_args(imagenet, tmp_path / "whole", "--gpu-corruptions"), classifiers=[classifier])
     check_outputs(tmp_path / "whole", classifier, frozen)
 
-    real_step, calls = trainer_module.train_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:  # the second step of epoch 2: killed mid-epoch, after the epoch-1 checkpoint
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", dying_step)
+    kill_at_call(monkeypatch, 4)  # the second step of epoch 2: killed mid-epoch, after the epoch-1 checkpoint
     with pytest.raises(Killed):
         train(run_args(imagenet, tmp_path / "split", "--gpu-corruptions"), classifiers=[tiny_classifier()])
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.undo()
     assert not (tmp_path / "split" / "final.pth").exists()
     # resumed with loader workers this time: the draws do not depend on them
     train(run_args(imagenet, tmp_path / "split", "--gpu-corruptions", "--resume", "--workers", "2"),
@@ -138,21 +144,12 @@ def test_small_path_run_killed_before_and_after_its_first_checkpoint_ends_like_a
              "--bn-calibration-batches", "2", "--clean-fraction", "0.25", "--round2-weight", "0",
              "--corruptions", "fog", "darken", "darken"]
     train(run_args(imagenet, tmp_path / "whole", *flags), classifiers=[tiny_classifier()])
-    real_step = trainer_module.train_step
     for kill_at, resume in ((2, []), (4, ["--resume"])):  # the second step of epoch 1, then of epoch 2
-        calls = []
-
-        def dying_step(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == kill_at:
-                raise Killed
-            return real_step(*args, **kwargs)
-
-        monkeypatch.setattr(trainer_module, "train_step", dying_step)
+        kill_at_call(monkeypatch, kill_at)
         with pytest.raises(Killed):
             train(run_args(imagenet, tmp_path / "split", *flags, *resume), classifiers=[tiny_classifier()])
+        monkeypatch.undo()
         assert (tmp_path / "split" / "checkpoint.pth").exists() == bool(resume)
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
     train(run_args(imagenet, tmp_path / "split", *flags, "--resume"), classifiers=[tiny_classifier()])
     for name in ("final.pth", "final_ema.pth"):
         assert tensors_equal(load_nem_checkpoint(tmp_path / "whole" / name),
@@ -528,18 +525,10 @@ def test_compiled_run_writes_the_plain_modules_weights_and_resumes(imagenet, tmp
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train(run_args(imagenet, tmp_path / "eager"), classifiers=[tiny_classifier()])
-    real_step, calls = trainer_module.train_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:  # the second step of epoch 2, after the epoch-1 checkpoint
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", dying_step)
+    kill_at_call(monkeypatch, 4)  # the second step of epoch 2, after the epoch-1 checkpoint
     with pytest.raises(Killed):
         train(run_args(imagenet, tmp_path / "compiled", "--compile"), classifiers=[tiny_classifier()])
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.undo()
     train(run_args(imagenet, tmp_path / "compiled", "--compile", "--resume"), classifiers=[tiny_classifier()])
 
     losses = {}
@@ -552,9 +541,9 @@ def test_compiled_run_writes_the_plain_modules_weights_and_resumes(imagenet, tmp
     assert losses["compiled"][:2] == pytest.approx(losses["eager"][:2], rel=1e-4)
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=2e-2)
     for name in ("final.pth", "final_ema.pth", "checkpoint.pth"):
-        assert not any("_orig_mod" in key for key in load_nem_checkpoint(tmp_path / "compiled" / name)), name
         eager = load_nem_checkpoint(tmp_path / "eager" / name)
         compiled = load_nem_checkpoint(tmp_path / "compiled" / name)
+        assert not any("_orig_mod" in key for key in compiled), name
         assert eager.keys() == compiled.keys(), name
         for key in (k for k in eager if k.endswith(("weight", "bias"))):  # 4 Adam steps of about lr at most
             torch.testing.assert_close(compiled[key], eager[key], rtol=0, atol=8e-3, msg=f"{name} {key}")
