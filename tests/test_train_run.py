@@ -330,6 +330,7 @@ def test_resume_refuses_a_different_run(imagenet, tmp_path, capsys):
     (["--seed", str(2**64)], ["--seed must be at most 2**63 - 1", str(2**64)]),
     (["--pixel-weight", "nan"], ["--pixel-weight must be a finite number, got nan"]),
     (["--pixel-weight", "inf"], ["--pixel-weight must be a finite number, got inf"]),
+    (["--pixel-pool", "0"], ["--pixel-pool must be at least 1, got 0"]),
     (["--lr", "nan"], ["--lr must be a finite number, got nan"]),
     (["--lr", "inf"], ["--lr must be a finite number, got inf"]),
     (["--temperature", "nan"], ["--temperature must be a finite number, got nan"]),

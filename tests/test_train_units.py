@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from classification.normalization import normalize
 from classification.training.ema import add_gradient_clamp_hooks, clamp_gradient, ema_update
-from classification.training.engine import DeviceCorruptions, prepare_batch, train_step
+from classification.training.engine import DeviceCorruptions, pixel_loss, prepare_batch, train_step
 from classification.training.model import CorrectColMulti
 from classification.training.visualize import image_grid, parameter_images
 
@@ -72,6 +72,19 @@ def test_gradient_clamp_hook_is_per_parameter_and_per_backward():
     layer.zero_grad()
     (layer(torch.zeros(1, 4)).sum() * 0.1).backward()
     assert torch.equal(layer.bias.grad, torch.full((3,), 0.1))  # norm 0.17 < 1: untouched
+
+
+def test_pooled_pixel_loss_sees_colour_and_not_noise():
+    torch.manual_seed(0)
+    clean = torch.rand(2, 3, 32, 32)
+    checker = torch.ones(32, 32)
+    checker[::2, ::2] = checker[1::2, 1::2] = -1  # zero mean over every 2x2 (hence 8x8) block
+    noisy = clean + 0.3 * checker
+    tinted = clean * torch.tensor([1.2, 1.0, 0.8]).view(1, 3, 1, 1)
+    assert pixel_loss(noisy, clean) == pytest.approx(0.09)  # pool 1: the plain mean squared error
+    assert pixel_loss(noisy, clean, 8) < 1e-12
+    assert pixel_loss(tinted, clean, 8) > 0.5 * pixel_loss(tinted, clean)
+    assert pixel_loss(clean[..., :30, :30] + 1, clean[..., :30, :30], 8) == pytest.approx(1.0)  # partial blocks count
 
 
 def test_train_step_updates_student_and_teacher_but_not_the_classifier():

@@ -121,6 +121,15 @@ def calibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> N
         module.train(was_training)
 
 
+def pixel_loss(corrected: torch.Tensor, clean: torch.Tensor, pool: int = 1) -> torch.Tensor:
+    """Mean squared error between the corrected and the clean crop after a ``pool`` x ``pool`` average pool
+    (``train.py --pixel-pool``; 1: every pixel). Pooling keeps the colours and drops what a per-image
+    kernel cannot undo anyway (noise, fine detail), so the loss asks for colour correction alone."""
+    if pool > 1:
+        corrected, clean = F.avg_pool2d(corrected, pool, ceil_mode=True), F.avg_pool2d(clean, pool, ceil_mode=True)
+    return F.mse_loss(corrected, clean)
+
+
 TRAIN_LOSSES = ("loss", "ce_round1", "ce_round2")
 TRAIN_METRICS = (*TRAIN_LOSSES, "acc_original", "acc_warped", "acc_unwarped")
 
@@ -140,14 +149,14 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
                *, clasid: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                ema_rate: float = 0.9, round2_weight: float = 0.5, amp: bool = False, with_metrics: bool = True,
                keep_visuals: bool = False, sync_buffers: Callable[[], None] | None = None,
-               temperature: float = 1.0, pixel_weight: float = 0.0) -> StepOutput:
+               temperature: float = 1.0, pixel_weight: float = 0.0, pixel_pool: int = 1) -> StepOutput:
     """Two rounds (``ce1`` on the corrupted input, ``round2_weight * ce2`` on the teacher-corrected input),
     one optimizer and scheduler step, then the EMA update of the teacher. With ``round2_weight == 0`` the
     teacher's pass and round 2 are skipped (``ce2`` reads 0). The teacher computes only the corrected image.
 
     ``y`` is the target of both rounds: class indices (the paper's cross-entropy) or (B,C) probabilities
-    (distillation at ``temperature``, see :func:`target_loss`). ``pixel_weight`` > 0 adds that times the mean
-    squared error between the round-1 corrected crop and the clean crop ``z`` (beyond the paper).
+    (distillation at ``temperature``, see :func:`target_loss`). ``pixel_weight`` > 0 adds that times
+    :func:`pixel_loss` between the round-1 corrected crop and the clean crop ``z`` (beyond the paper).
 
     ``with_metrics`` adds the accuracies, which cost two more forward passes of the classifier (on the
     corrupted and the clean crop): the training loop asks for them on logging steps only. Nothing here
@@ -165,7 +174,7 @@ def train_step(student: nn.Module, teacher: CorrectColMulti, x: torch.Tensor, y:
         logits1, params1, corrected1 = student(x, clasid)
     ce1 = target_loss(logits1.to(x.dtype), y, temperature)
     if pixel_weight:
-        (ce1 + pixel_weight * F.mse_loss(corrected1.to(x.dtype), z)).backward()
+        (ce1 + pixel_weight * pixel_loss(corrected1.to(x.dtype), z, pixel_pool)).backward()
     else:
         ce1.backward()
     if round2_weight:

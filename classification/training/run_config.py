@@ -31,7 +31,7 @@ CHECKPOINT = "checkpoint.pth"
 RECIPE_KEYS = ("recipe", "classifiers", "random_init", "epochs", "iters_per_epoch", "batch_size", "lr", "ema_rate",
                "round2_weight", "grad_clamp", "max_corruptions", "no_color", "corruptions", "clean_fraction",
                "gpu_corruptions", "resize_size", "crop_size", "seed", "amp", "init", "labels", "distill",
-               "temperature", "pixel_weight", "freeze_nem_bn", "bn_calibration_batches")
+               "temperature", "pixel_weight", "pixel_pool", "freeze_nem_bn", "bn_calibration_batches")
 
 
 def recipe(args: argparse.Namespace, world_size: int) -> dict[str, Any]:

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--pixel-weight", type=float, default=0.0,
                         help="weight of an auxiliary mean squared error between the corrected and the clean crop "
                              "(normalised pixels; beyond the paper, 0 = off)")
+    recipe.add_argument("--pixel-pool", type=int, default=1,
+                        help="average-pool both crops N x N before --pixel-weight's error (1: every pixel; e.g. 8 "
+                             "compares colours and ignores noise and fine detail)")
     recipe.add_argument("--freeze-nem-bn", action=argparse.BooleanOptionalAction, default=False,
                         help="keep the NEM's BatchNorm layers in eval mode while training, with the statistics of "
                              "--bn-calibration-batches training batches (beyond the paper)")
@@ -148,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Every flag's value and the flags' combinations, each wrong one refused in one sentence."""
-    positive = ("epochs", "iters_per_epoch", "batch_size", "max_corruptions", "resize_size", "crop_size", "print_every")
+    positive = ("epochs", "iters_per_epoch", "batch_size", "max_corruptions", "resize_size", "crop_size", "print_every",
+                "pixel_pool")
     for name in positive:
         if getattr(args, name) < 1:
             raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")

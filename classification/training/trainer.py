@@ -80,6 +80,7 @@ class TrainerSettings:
     round2_weight: float
     grad_clamp: float
     pixel_weight: float
+    pixel_pool: int
     freeze_nem_bn: bool
     bn_calibration_batches: int
     amp: bool
@@ -195,7 +196,8 @@ class Trainer:
                          scheduler=self.scheduler, ema_rate=s.ema_rate, round2_weight=s.round2_weight,
                          amp=s.amp, with_metrics=logging_step, keep_visuals=show,
                          sync_buffers=None if self.sync_bn else self._average_student_statistics,
-                         temperature=s.temperature, pixel_weight=s.pixel_weight)
+                         temperature=s.temperature, pixel_weight=s.pixel_weight,
+                         pixel_pool=s.pixel_pool)
         self.divergence.track(step, out.losses["loss"])
         if logging_step:
             self._stop_if_diverged()
