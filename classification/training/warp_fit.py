@@ -24,17 +24,16 @@ def _solve_ridge(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def _blur(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Each image's (B,25) kernel over its channels, as :func:`col_warp` applies it (zero padding 2)."""
-    b, c, h, w = images.shape
-    weight = kernel.reshape(b, 1, 5, 5).repeat_interleave(c, dim=0)
-    return F.conv2d(images.reshape(1, b * c, h, w), weight, padding=2, groups=b * c).view(b, c, h, w)
+    """Each image's (B,25) kernel over its three channels: :func:`col_warp` with the identity colour part."""
+    identity_colour = torch.tensor(IDENTITY_PARAMS[:12], dtype=images.dtype, device=images.device)
+    return col_warp(images, torch.cat([identity_colour.expand(images.shape[0], 12), kernel], 1))
 
 
 def _fit_colour(images: torch.Tensor, targets: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Least-squares (B,12) colour matrix and shift for a fixed kernel: the kernel commutes with the colour
     matrix, so ``warp(x) = M^T blur(x) + blur(1) M^T s`` is linear in ``M`` and ``M^T s``."""
     b, c, h, w = images.shape
-    ones = _blur(images.new_ones(b, 1, h, w), kernel)
+    ones = _blur(images.new_ones(b, c, h, w), kernel)[:, :1]
     x = torch.cat([_blur(images, kernel), ones], 1).flatten(2)  # (B,4,P)
     affine = _solve_ridge(x @ x.transpose(1, 2), x @ targets.flatten(2).transpose(1, 2))  # (B,4,3)
     matrix, bias = affine[:, :c], affine[:, c]
