@@ -1,5 +1,5 @@
 """SyMPIE's inference cost: images/s of the plain, fused, compiled and ONNX paths, alone and in front of
-ResNet-50 and EfficientNet-Lite0, beside the classifiers alone (issue 21).
+ResNet-50 and EfficientNet-Lite0, beside the classifiers alone.
 
     python benchmarks/bench_inference.py                      # CPU (and CUDA when present), default sizes
     python benchmarks/bench_inference.py --paths plain fused --repeats 3
@@ -141,7 +141,7 @@ def table(configs: list[Config]) -> list[str]:
 
 
 def verdicts(configs: list[Config], device: torch.device) -> list[str]:
-    """The issue's targets at 224x224 for each SyMPIE path against ResNet-50 alone."""
+    """The targets at 224x224 for each SyMPIE path against ResNet-50 alone."""
     at224 = {(c.path, c.model): c.rate for c in configs if c.size == (224, 224)}
     if ("-", "ResNet-50") not in at224:
         return []

@@ -1,6 +1,7 @@
 """Shared test helpers: where the reference fixtures live and how to read the sample photos."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,14 @@ SAMPLE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
 def reference_image(name: str) -> np.ndarray:
     """One of the six 224x224 sample photos as an HxWx3 uint8 array."""
     return np.array(Image.open(REFERENCE / "images" / f"{name}.png").convert("RGB"))
+
+
+def pytest_configure(config):
+    """Ctrl-C raises KeyboardInterrupt in this process and in the commands the tests start, even when pytest was
+    launched in the background of a script (``pytest &``), which starts it with SIGINT ignored, a disposition
+    its children would inherit: the interruption tests send SIGINT and expect the programs to stop."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,12 @@ the rest need datasets); this catches a README that drifts away from the code.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,9 +59,27 @@ def script_and_flags(argv: list[str]) -> tuple[str, list[str]]:
     return argv[1], [a.split("=")[0] for a in argv[2:] if a.startswith("--")]
 
 
+def script_path(cwd: Path, script: str) -> Path:
+    """A folder README may also give a command from the root."""
+    path = (cwd / script).resolve()
+    return path if path.is_file() or cwd == ROOT else (ROOT / script).resolve()
+
+
 @functools.lru_cache(maxsize=None)
+def help_runs() -> dict[Path, subprocess.CompletedProcess]:
+    """``--help`` of every script the READMEs run, side by side (each is mostly the interpreter's start-up)."""
+    scripts = {script_path(cwd, script_and_flags(argv)[0]) for cwd, argv in COMMANDS}
+    scripts = sorted(path for path in scripts if path.is_file())
+
+    def run(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return dict(zip(scripts, pool.map(run, scripts)))
+
+
 def help_text(script: Path) -> str:
-    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300)
+    done = help_runs()[script]
     assert done.returncode == 0, f"{script} --help failed:\n{done.stderr}"
     return done.stdout
 
@@ -81,9 +101,7 @@ def test_every_readme_with_commands_is_checked():
 @pytest.mark.parametrize("cwd, argv", COMMANDS, ids=[" ".join(a)[:60] for _, a in COMMANDS])
 def test_readme_command_matches_its_script(cwd, argv):
     script, flags = script_and_flags(argv)
-    path = (cwd / script).resolve()
-    if not path.is_file() and cwd != ROOT:  # a folder README may also give a command from the root
-        path = (ROOT / script).resolve()
+    path = script_path(cwd, script)
     assert path.is_file(), f"README runs {script} from {cwd.relative_to(ROOT)} (or the root), which does not exist"
     text = help_text(path)
     for flag in flags:

@@ -37,7 +37,8 @@ def _fit_colour(images: torch.Tensor, targets: torch.Tensor, kernel: torch.Tenso
     x = torch.cat([_blur(images, kernel), ones], 1).flatten(2)  # (B,4,P)
     affine = _solve_ridge(x @ x.transpose(1, 2), x @ targets.flatten(2).transpose(1, 2))  # (B,4,3)
     matrix, bias = affine[:, :c], affine[:, c]
-    shift = torch.linalg.solve(matrix.transpose(1, 2), bias.unsqueeze(-1)).squeeze(-1)  # M^T s = bias
+    # M^T s = bias; M is singular for a flat image, where the pseudo-inverse keeps the shift finite
+    shift = (torch.linalg.pinv(matrix.transpose(1, 2), rtol=1e-12) @ bias.unsqueeze(-1)).squeeze(-1)
     return torch.cat([matrix.reshape(b, 9), shift], 1)
 
 
