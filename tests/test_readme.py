@@ -68,7 +68,12 @@ def script_path(cwd: Path, script: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def help_runs() -> dict[Path, subprocess.CompletedProcess]:
     """``--help`` of every script the READMEs run, side by side (each is mostly the interpreter's start-up)."""
-    scripts = {script_path(cwd, script_and_flags(argv)[0]) for cwd, argv in COMMANDS}
+    scripts = set()
+    for cwd, argv in COMMANDS:
+        try:
+            scripts.add(script_path(cwd, script_and_flags(argv)[0]))
+        except (AssertionError, StopIteration):  # not a Python script: that command's own test says so
+            continue
     scripts = sorted(path for path in scripts if path.is_file())
 
     def run(path: Path) -> subprocess.CompletedProcess:
